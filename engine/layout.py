@@ -1,0 +1,63 @@
+"""The output directory of a run: a documented, versioned interface other applications read.
+
+    DIR/samples.zarr     sampled codes and scores              (rescore.samples, format 1)
+    DIR/boundaries/      <semantic>.npy + <semantic>.json      (rescore.boundary, format 1)
+    DIR/rescore.zarr     per-sample original / manipulated scores (rescore.rescore, format 1)
+    DIR/rescore.csv      boundary,layer,semantic,delta,stderr,ci_low,ci_high,k
+    DIR/summary.json     peak layer per semantic               (rescore.summary, format 1)
+    DIR/heatmap.png      layers x semantics, normalized per semantic (paper Fig. 3a)
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import OutputError
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    """Paths inside one run's output directory."""
+
+    root: Path
+
+    @property
+    def samples(self) -> Path:
+        return self.root / "samples.zarr"
+
+    @property
+    def boundaries(self) -> Path:
+        return self.root / "boundaries"
+
+    @property
+    def rescore_store(self) -> Path:
+        return self.root / "rescore.zarr"
+
+    @property
+    def table(self) -> Path:
+        return self.root / "rescore.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def heatmap(self) -> Path:
+        return self.root / "heatmap.png"
+
+    def ensure_writable(self) -> RunDirectory:
+        """Create the directory if needed and prove it is writable, before any work starts."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-test-{uuid.uuid4().hex[:8]}"
+            probe.write_bytes(b"")
+            os.remove(probe)
+        except OSError as error:
+            raise OutputError(
+                f"cannot write to output directory {self.root} ({error.strerror or error}); "
+                f"choose a writable --out"
+            ) from error
+        return self

@@ -1,0 +1,116 @@
+"""`rescore sample`: stream N latents through generator + predictors into a Zarr store.
+
+    for each pending chunk of latent indices:
+        z  = latent_block(seed, SAMPLE, start, stop)      deterministic in (seed, index)
+        w  = mapping(z);  wp = truncate(w)
+        scores = predictors(generator(wp))                 fused, images never leave the device
+        write z, w, (wp), scores; then mark the chunk complete in the ledger
+
+Memory is bounded by one chunk; a rerun resumes after the completed chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rescore.export.session import ScoringSession
+
+from .latents import Stream, latent_block
+from .scoring import map_latents, score_codes
+from .spec import ModelSpec
+from .store import ArraySpec, ChunkedStore
+
+SAMPLES_KIND = "rescore.samples"
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How many latents, from which seed, in which units, and which codes to keep."""
+
+    num_samples: int = 10_000
+    seed: int = 0
+    chunk_size: int = 1024
+    batch_size: int = 32
+    save_wp: bool = False  # also store the truncated layer-wise codes wp [N, L, D] (W+)
+
+
+def sample_and_score(
+    session: ScoringSession,
+    spec: ModelSpec,
+    path: Path,
+    config: SampleConfig,
+    *,
+    chunks: Sequence[int] | None = None,
+    progress: bool = True,
+) -> ChunkedStore:
+    """Create (or resume) the samples store at `path` and fill its pending chunks.
+
+    `chunks` restricts the work to some chunk indices (a worker's share when a scheduler splits a
+    run); the values of a chunk do not depend on which worker computes it, or when.
+    """
+    geometry = session.geometry
+    n, chunk = config.num_samples, config.chunk_size
+    arrays = [
+        ArraySpec("z", (n, geometry.z_dim), ("sample", "z_dim")),
+        ArraySpec("w", (n, geometry.w_dim), ("sample", "dim")),
+        ArraySpec("scores", (n, len(session.semantic_names)), ("sample", "semantic")),
+    ]
+    if config.save_wp:
+        arrays.append(
+            ArraySpec("wp", (n, geometry.num_layers, geometry.w_dim), ("sample", "layer", "dim"))
+        )
+    identity = {
+        **spec.identity(),
+        "seed": config.seed,
+        "stream": Stream.SAMPLE.name.lower(),
+        "num_samples": n,
+        "chunk_size": chunk,
+        "save_wp": config.save_wp,
+        "semantic_names": list(session.semantic_names),
+        "backend": session.info.backend,
+        "precision": session.info.precision,
+    }
+    store = ChunkedStore.create_or_resume(
+        path,
+        kind=SAMPLES_KIND,
+        identity=identity,
+        num_samples=n,
+        chunk_size=chunk,
+        arrays=arrays,
+        static={
+            "w_avg": (geometry.w_avg, ("dim",)),
+            "truncation": (geometry.truncation, ("layer",)),
+        },
+        attrs={
+            "semantic_names": list(session.semantic_names),
+            "sources": spec.sources(),
+            "session": {"backend": session.info.backend, "precision": session.info.precision,
+                        "device": session.info.device},
+        },
+    )
+    pending = [c for c in store.pending_chunks() if chunks is None or c in set(chunks)]
+    todo = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending)
+    with tqdm(total=int(todo), unit="img", desc="sample", disable=not progress) as bar:
+        for index in pending:
+            start, stop = store.chunk_range(index)
+            z = latent_block(config.seed, Stream.SAMPLE, start, stop, geometry.z_dim)  # [n, Z]
+            w = map_latents(session, z, config.batch_size)  # [n, D]
+            wp = geometry.truncate(w)  # [n, L, D]
+            values = {"z": z, "w": w, "scores": score_codes(session, wp, config.batch_size)}
+            if config.save_wp:
+                values["wp"] = wp
+            store.write_chunk(index, values)
+            bar.update(stop - start)
+    return store
+
+
+def open_samples(path: Path) -> ChunkedStore:
+    """Open a finished samples store for reading."""
+    store = ChunkedStore.open(path, kind=SAMPLES_KIND, mode="r")
+    store.require_complete("using its samples")
+    return store

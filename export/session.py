@@ -1,0 +1,151 @@
+"""The scoring-session protocol shared by every backend, and the torch-eager reference session.
+
+A session is the engine's only view of models: it maps z to w, reports the latent geometry
+(truncation), scores layer-wise codes and, on request, renders images. Arrays cross the boundary as
+NumPy on the host (codes in, scores out); images are produced and consumed on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from rescore.models.base import Generator, Predictor
+from rescore.models.errors import BackendUnavailableError, ShapeMismatchError
+from rescore.models.fused import ScoringPass
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """Which backend, precision and device produced a set of scores (recorded in stores)."""
+
+    backend: str
+    precision: str
+    device: str
+
+
+@dataclass(frozen=True, eq=False)
+class LatentGeometry:
+    """Shapes of the latent spaces and the truncation that links w to wp."""
+
+    z_dim: int
+    w_dim: int
+    num_layers: int
+    w_avg: np.ndarray = field(repr=False)  # [D] float32
+    truncation: np.ndarray = field(repr=False)  # [L] float32, psi_l (1.0 = untouched)
+
+    def truncate(self, w: np.ndarray) -> np.ndarray:
+        """w [N, D] -> wp [N, L, D]: wp[:, l] = w_avg + (w - w_avg) * psi_l."""
+        w_avg = self.w_avg[None, None, :]
+        return (w_avg + (w[:, None, :] - w_avg) * self.truncation[None, :, None]).astype(
+            np.float32
+        )
+
+
+class ScoringSession(Protocol):
+    """What the engine needs from a backend. Sessions are context managers."""
+
+    info: SessionInfo
+    geometry: LatentGeometry
+    semantic_names: tuple[str, ...]
+
+    def map(self, z: np.ndarray) -> np.ndarray:
+        """z [B, Z] float32 -> w [B, D] float32 (mapping network, no truncation)."""
+        ...
+
+    def score(self, wp: np.ndarray) -> np.ndarray:
+        """wp [B, L, D] float32 -> scores [B, S] float32 (generate and score, fused)."""
+        ...
+
+    def render(self, wp: np.ndarray) -> np.ndarray:
+        """wp [B, L, D] -> uint8 images [B, H, W, 3] (only for pictures a user asks for)."""
+        ...
+
+    def __enter__(self) -> ScoringSession: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cuda' without a GPU is a clear error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                f"--device {requested} was asked for but torch sees no CUDA GPU "
+                f"(torch {torch.__version__}); use --device cpu or install a CUDA build of torch"
+            )
+        return torch.device(requested)
+    raise BackendUnavailableError(f"unknown device '{requested}'; use auto, cpu or cuda")
+
+
+def quantize_images(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float images [B, 3, H, W] -> uint8 [B, H, W, 3] as the reference code does it."""
+    pixels = torch.clamp((images + 1.0) * 127.5 + 0.5, 0.0, 255.0)
+    return pixels.to(torch.uint8).permute(0, 2, 3, 1)
+
+
+class TorchSession:
+    """The reference backend: torch eager on CPU or CUDA, fp32, no exported graph."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        predictors: Sequence[Predictor],
+        device: torch.device | str = "auto",
+    ) -> None:
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        if self.device.type == "cuda":
+            # fp32 means fp32: TF32 would change scores beyond the parity tolerance.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        self.generator = generator
+        self.scoring_pass = ScoringPass(generator, predictors).to(self.device).eval()
+        self.semantic_names = self.scoring_pass.semantic_names
+        self.info = SessionInfo(backend="torch", precision="fp32", device=str(self.device))
+        self.geometry = LatentGeometry(
+            z_dim=int(generator.z_dim),
+            w_dim=int(generator.w_dim),
+            num_layers=int(generator.num_layers),
+            w_avg=generator.average_w().detach().float().cpu().numpy().reshape(-1),
+            truncation=generator.truncation_coefficients().detach().float().cpu().numpy().reshape(-1),
+        )
+
+    def __enter__(self) -> TorchSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    @torch.inference_mode()
+    def map(self, z: np.ndarray) -> np.ndarray:
+        _check_shape(z, (self.geometry.z_dim,), "z")
+        w = self.generator.map(torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device))
+        return w.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def score(self, wp: np.ndarray) -> np.ndarray:
+        _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
+        codes = torch.from_numpy(np.ascontiguousarray(wp, np.float32)).to(self.device)
+        return self.scoring_pass(codes).cpu().numpy()
+
+    @torch.inference_mode()
+    def render(self, wp: np.ndarray) -> np.ndarray:
+        _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
+        codes = torch.from_numpy(np.ascontiguousarray(wp, np.float32)).to(self.device)
+        return quantize_images(self.generator.synthesize(codes)).cpu().numpy()
+
+
+def _check_shape(array: np.ndarray, tail: tuple[int, ...], name: str) -> None:
+    if array.ndim != len(tail) + 1 or tuple(array.shape[1:]) != tail:
+        raise ShapeMismatchError(
+            f"{name} has shape {tuple(array.shape)} but the model expects [batch, "
+            f"{', '.join(map(str, tail))}]; check that codes and model belong together"
+        )

@@ -1,0 +1,192 @@
+"""One place that lists the generators and predictors rescore knows, by name.
+
+A model is named by a `ModelRef`: a registry name (``stylegan``, ``places365``, ...) or a user's
+``package.module:factory`` path, plus an optional file or directory (``stylegan=/w/g.pth``).
+Users plug in their own models without editing rescore:
+
+    generator factory:  factory(path: Path | None, options: GeneratorOptions) -> nn.Module
+    predictor factory:  factory(path: Path | None) -> nn.Module
+
+The returned modules follow the `Generator` / `Predictor` protocols of `rescore.models.base`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from .base import Generator, Predictor
+from .checkpoints import sha256_file
+from .errors import RescoreError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model name (registry name or ``package.module:factory``) and its weights path, if any."""
+
+    name: str
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        """Parse ``NAME`` or ``NAME=PATH``."""
+        name, sep, path = text.partition("=")
+        name = name.strip()
+        if not name:
+            raise UnknownNameError(f"empty model name in '{text}'; write NAME or NAME=PATH")
+        return cls(name, Path(path).expanduser() if sep and path else None)
+
+    def __str__(self) -> str:
+        return self.name if self.path is None else f"{self.name}={self.path}"
+
+    def digest(self) -> str | None:
+        """SHA-256 of the weights file (or of the sorted file digests of a weights directory)."""
+        if self.path is None or not self.path.exists():
+            return None
+        if self.path.is_file():
+            return sha256_file(self.path)
+        files = sorted(p for p in self.path.iterdir() if p.is_file())
+        listing = {p.name: sha256_file(p) for p in files}
+        import hashlib
+
+        return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """Settings a generator factory may use; `None` means the model's own default."""
+
+    truncation_psi: float | None = None
+    truncation_layers: int | None = None
+    resolution: int | None = None  # for random-initialised models without a checkpoint
+    seed: int = 0  # for models built from a seed (synthetic, random init)
+
+
+GeneratorFactory = Callable[[Path | None, GeneratorOptions], nn.Module]
+PredictorFactory = Callable[[Path | None], nn.Module]
+
+
+def _stylegan(path: Path | None, options: GeneratorOptions) -> nn.Module:
+    from . import stylegan
+
+    psi = 0.7 if options.truncation_psi is None else options.truncation_psi
+    layers = 8 if options.truncation_layers is None else options.truncation_layers
+    if path is None:
+        raise RescoreError(
+            "the stylegan generator needs its checkpoint; pass --generator "
+            "stylegan=/path/to/stylegan_bedroom256_generator.pth"
+        )
+    return stylegan.load_stylegan(path, truncation_psi=psi, truncation_layers=layers)
+
+
+def _synthetic(path: Path | None, options: GeneratorOptions) -> nn.Module:
+    from . import synthetic
+
+    kwargs: dict = {"seed": options.seed}
+    if options.truncation_psi is not None:
+        kwargs["truncation_psi"] = options.truncation_psi
+    if options.truncation_layers is not None:
+        kwargs["truncation_layers"] = options.truncation_layers
+    if options.resolution is not None:
+        kwargs["resolution"] = options.resolution
+    if path is not None:
+        raise RescoreError("the synthetic generator has no checkpoint; pass --generator synthetic")
+    return synthetic.build_synthetic(**kwargs)
+
+
+def _places365(path: Path | None) -> nn.Module:
+    from . import places365
+
+    if path is None:
+        raise RescoreError(
+            "the places365 predictor needs the directory holding wideresnet18_places365.pth.tar, "
+            "W_sceneattribute_wideresnet18.npy, categories_places365.txt and "
+            "labels_sunattribute.txt; pass --predictor places365=/path/to/dir"
+        )
+    return places365.load_places365(path)
+
+
+def _color(path: Path | None) -> nn.Module:
+    from . import color
+
+    if path is not None:
+        raise RescoreError("the color predictor has no weights; pass --predictor color")
+    return color.ColorPredictor()
+
+
+def _synthetic_predictor(path: Path | None) -> nn.Module:
+    from . import synthetic
+
+    if path is not None:
+        raise RescoreError("the synthetic predictor has no weights; pass --predictor synthetic")
+    return synthetic.build_synthetic_predictor()
+
+
+GENERATORS: dict[str, GeneratorFactory] = {
+    "stylegan": _stylegan,
+    "synthetic": _synthetic,
+}
+
+PREDICTORS: dict[str, PredictorFactory] = {
+    "places365": _places365,
+    "color": _color,
+    "synthetic": _synthetic_predictor,
+}
+
+
+def build_generator(ref: ModelRef, options: GeneratorOptions = GeneratorOptions()) -> Generator:
+    """Build the generator `ref` names, in eval mode, and check it follows the protocol."""
+    factory = _resolve(ref.name, GENERATORS, kind="generator")
+    model = factory(ref.path, options).eval()
+    _check_protocol(model, Generator, ref, ("map", "synthesize", "truncation_coefficients"))
+    return model
+
+
+def build_predictor(ref: ModelRef) -> Predictor:
+    """Build the predictor `ref` names, in eval mode, and check it follows the protocol."""
+    factory = _resolve(ref.name, PREDICTORS, kind="predictor")
+    model = factory(ref.path).eval()
+    _check_protocol(model, Predictor, ref, ("semantic_names",))
+    return model
+
+
+def _resolve(name: str, table: dict, *, kind: str) -> Callable:
+    if name in table:
+        return table[name]
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise UnknownNameError(
+                f"cannot import module '{module_name}' for {kind} '{name}' ({error}); "
+                f"check that the package is installed and the path is package.module:factory"
+            ) from error
+        factory = getattr(module, attribute, None)
+        if not callable(factory):
+            raise UnknownNameError(
+                f"module '{module_name}' has no callable '{attribute}'; "
+                f"write the {kind} as package.module:factory"
+            )
+        return factory
+    close = difflib.get_close_matches(name, table, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise UnknownNameError(
+        f"unknown {kind} '{name}'; {hint}known: {', '.join(sorted(table))} "
+        f"(or give package.module:factory)"
+    )
+
+
+def _check_protocol(model: nn.Module, protocol: type, ref: ModelRef, needed: tuple) -> None:
+    missing = [attr for attr in needed if not hasattr(model, attr)]
+    if missing or not isinstance(model, nn.Module):
+        raise RescoreError(
+            f"'{ref.name}' did not build a torch.nn.Module following the {protocol.__name__} "
+            f"protocol (missing: {', '.join(missing) or 'nn.Module base'}); see rescore.models.base"
+        )
