@@ -17,7 +17,7 @@ from rescore.models.registry import GeneratorOptions, ModelRef
 from . import pipeline
 from .fit import FitConfig
 from .layout import RunDirectory
-from .rescore import RescoreConfig
+from .rescore import CiTarget, RescoreConfig
 from .sample import SampleConfig
 from .spec import ModelSpec
 
@@ -146,6 +146,13 @@ def rescore(
                                                   "OUT/samples.zarr (NAME[=PATH]).")] = None,
     predictor: Annotated[list[str], typer.Option("--predictor", "-p",
                                                  help="Override the predictors.")] = [],
+    target_ci: Annotated[float | None, typer.Option(
+        help="Adaptive K: draw chunks until every Delta's 95% CI half-width <= this.")] = None,
+    target_semantic: Annotated[list[str], typer.Option(
+        help="Semantics the --target-ci applies to (repeatable; default all).")] = [],
+    max_k: Annotated[int | None, typer.Option(
+        help="Most latents adaptive K may use (default: --num).")] = None,
+    ci: Annotated[str, typer.Option(help="CI method: normal or bootstrap (seeded).")] = "normal",
     backend: Backend = "auto",
     device: Device = "auto",
     quiet: Quiet = False,
@@ -153,18 +160,30 @@ def rescore(
     """Move K fresh latents along each boundary at all layers and at each layer, score every
     semantic, write OUT/rescore.zarr and OUT/rescore.csv, then the report.
 
-    Example:  rescore rescore -o runs/bedroom -n 2000 --distance 2
+    Examples:  rescore rescore -o runs/bedroom -n 2000 --distance 2
+               rescore rescore -o runs/bedroom --target-ci 0.005 --max-k 20000
     """
     run = RunDirectory(out)
     spec = None
     if generator:
         spec = _spec(generator, predictor, None, None, 0)
+    if ci not in ("normal", "bootstrap"):
+        raise RescoreError(f"unknown --ci '{ci}'; use normal or bootstrap")
+    target = CiTarget(target_ci, tuple(target_semantic)) if target_ci is not None else None
+    if target is None and (target_semantic or max_k):
+        raise RescoreError("--target-semantic and --max-k need --target-ci VALUE")
+    config = RescoreConfig(max_k or num, seed, distance, chunk_size, batch_size, target)
     table = pipeline.rescore_step(
-        run, BackendSpec(backend, device), RescoreConfig(num, seed, distance, chunk_size, batch_size),
-        boundary_paths=list(boundary) or None, spec=spec, progress=not quiet,
+        run, BackendSpec(backend, device), config, boundary_paths=list(boundary) or None,
+        spec=spec, ci_method=ci, progress=not quiet,  # type: ignore[arg-type]
     )
-    pipeline.report_step(run, table)
-    typer.echo(f"table: {run.table}\nsummary: {run.summary}\nheatmap: {run.heatmap}")
+    summary = pipeline.report_step(run, table)
+    _print_summary(summary)
+    finished = summary["run"]
+    if finished.get("unmet_max_half_width"):
+        typer.echo("CI target not met (max half-width) for: " + ", ".join(
+            f"{n} {w:.4g}" for n, w in finished["unmet_max_half_width"].items()))
+    _print_outputs(run)
 
 
 @app.command()
@@ -177,7 +196,7 @@ def report(out: Out) -> None:
     run = RunDirectory(out)
     summary = pipeline.report_step(run)
     _print_summary(summary)
-    typer.echo(f"summary: {run.summary}\nheatmap: {run.heatmap}")
+    _print_outputs(run)
 
 
 @app.command()
@@ -250,16 +269,19 @@ def demo(
 
 
 def _print_summary(summary: dict) -> None:
-    typer.echo(f"{'semantic':28s} {'delta(all)':>10s} {'peak layer':>10s} {'peak delta':>10s}")
+    typer.echo(f"{'semantic':28s} {'K':>6s} {'delta(all)':>10s} {'peak layer':>10s} "
+               f"{'peak delta':>10s}  indistinguishable")
     for name in summary["most_relevant"]:
         entry = summary["boundaries"][name]
-        typer.echo(f"{name:28s} {entry['delta_all_layers']:10.4f} {entry['peak_layer']:10d} "
-                   f"{entry['peak_delta']:10.4f}")
+        typer.echo(f"{name:28s} {entry['k']:6d} {entry['delta_all_layers']:10.4f} "
+                   f"{entry['peak_layer']:10d} {entry['peak_delta']:10.4f}  "
+                   f"{entry['indistinguishable_layers']}")
 
 
 def _print_outputs(run: RunDirectory) -> None:
-    typer.echo(f"\nheatmap: {run.heatmap}\ntable:   {run.table}\nsummary: {run.summary}\n"
-               f"samples: {run.samples}\nboundaries: {run.boundaries}")
+    typer.echo(f"\nheatmap: {run.heatmap}\ncross effects: {run.cross_effects}\n"
+               f"table:   {run.table}\nsummary: {run.summary}\nsamples: {run.samples}\n"
+               f"boundaries: {run.boundaries}")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@
     DIR/rescore.csv      boundary,layer,semantic,delta,stderr,ci_low,ci_high,k
     DIR/summary.json     peak layer per semantic               (rescore.summary, format 1)
     DIR/heatmap.png      layers x semantics, normalized per semantic (paper Fig. 3a)
+    DIR/cross_effects.png  boundary x semantic Delta / own Delta (entanglement)
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class RunDirectory:
     @property
     def heatmap(self) -> Path:
         return self.root / "heatmap.png"
+
+    @property
+    def cross_effects(self) -> Path:
+        return self.root / "cross_effects.png"
 
     def ensure_writable(self) -> RunDirectory:
         """Create the directory if needed and prove it is writable, before any work starts."""

@@ -14,11 +14,11 @@ from rescore.export.backends import BackendSpec
 from .boundary import load_boundaries
 from .fit import FitConfig, FitResult, fit_boundaries
 from .layout import RunDirectory
-from .report import summarize, write_heatmap, write_summary
+from .report import summarize, write_cross_effects, write_heatmap, write_summary
 from .rescore import RescoreConfig, open_rescore, rescore_boundaries
 from .sample import SampleConfig, open_samples, sample_and_score
 from .spec import ModelSpec, open_model_session
-from .stats import DeltaTable, delta_statistics
+from .stats import CiMethod, DeltaTable, delta_statistics
 from .store import ChunkedStore
 
 
@@ -45,6 +45,7 @@ def rescore_step(
     *,
     boundary_paths: list[Path] | None = None,
     spec: ModelSpec | None = None,
+    ci_method: CiMethod = "normal",
     progress: bool = True,
 ) -> DeltaTable:
     """3. Rescore the boundaries on fresh latents into DIR/rescore.zarr and DIR/rescore.csv.
@@ -60,18 +61,20 @@ def rescore_step(
     with open_model_session(spec, backend) as session:
         store = rescore_boundaries(session, spec, boundaries, run.rescore_store, config,
                                    progress=progress)
-    table = delta_statistics(store)
+    table = delta_statistics(store, ci_method=ci_method, seed=config.seed)
     table.write_csv(run.table)
     return table
 
 
 def report_step(run: RunDirectory, table: DeltaTable | None = None) -> dict[str, Any]:
-    """4. Write DIR/summary.json and DIR/heatmap.png from the rescore store."""
+    """4. Write DIR/summary.json, DIR/heatmap.png and DIR/cross_effects.png."""
     store = open_rescore(run.rescore_store)
     table = table or delta_statistics(store)
-    summary = summarize(table, distance=float(store.meta["identity"]["distance"]))
+    summary = summarize(table, distance=float(store.meta["identity"]["distance"]),
+                        finished=store.meta.get("finished"))
     write_summary(summary, run.summary)
     write_heatmap(table, run.heatmap)
+    write_cross_effects(table, run.cross_effects)
     return summary
 
 

@@ -9,13 +9,16 @@ score all semantics, and store the per-sample scores.
             manipulated[:, m] = score(codes)                 every semantic, not only m's own
         write z, w, original, manipulated; mark the chunk complete
 
+With a CI target (adaptive K) a boundary stops being moved once every targeted Delta's 95% CI
+half-width is at or below the target; the run ends when all boundaries stopped or the store's
+K (the maximum) is used up. `active[i, m]` records whether boundary m was moved on latent i.
 Delta statistics are computed from the stored per-sample scores (`rescore.engine.stats`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +28,36 @@ from rescore.export.session import ScoringSession
 from rescore.kernels.manipulate import layer_sets_all_and_each, manipulate
 
 from .boundary import Boundary
+from .errors import ScoreError
+from .fit import resolve_semantics
 from .latents import Stream, latent_block
 from .scoring import map_latents, score_codes
 from .spec import ModelSpec
+from .stats import GainAccumulator, accumulate, gains, half_widths
 from .store import ArraySpec, ChunkedStore
 
 RESCORE_KIND = "rescore.rescore"
 
 
 @dataclass(frozen=True)
+class CiTarget:
+    """Adaptive K: stop moving a boundary once the targeted Deltas' 95% CI half-width <= this."""
+
+    half_width: float
+    semantics: tuple[str, ...] = ()  # empty: every semantic (every reported Delta)
+
+
+@dataclass(frozen=True)
 class RescoreConfig:
-    """How many fresh latents, from which seed, how far to move them, in which units."""
+    """How many fresh latents (the maximum K with a target), from which seed, how far to move
+    them, in which units."""
 
     num_latents: int = 2000
     seed: int = 0
     distance: float = 2.0
     chunk_size: int = 256
     batch_size: int = 32
+    target: CiTarget | None = None
 
 
 def layer_labels(num_layers: int) -> list[str]:
@@ -64,6 +80,7 @@ def rescore_boundaries(
     directions = np.stack([b.directions(geometry) for b in boundaries])  # [M, L, D]
     layer_sets = layer_sets_all_and_each(num_layers)  # [K, L]
     n, m, k, s = config.num_latents, len(boundaries), len(layer_sets), len(semantics)
+    targeted = _targeted_semantics(config.target, semantics)
     identity = {
         **spec.identity(),
         "seed": config.seed,
@@ -77,6 +94,7 @@ def rescore_boundaries(
             for b in boundaries
         ],
         "semantic_names": semantics,
+        "target": asdict(config.target) if config.target else None,
         "backend": session.info.backend,
         "precision": session.info.precision,
     }
@@ -92,6 +110,7 @@ def rescore_boundaries(
             ArraySpec("original", (n, s), ("sample", "semantic")),
             ArraySpec("manipulated", (n, m, k, s), ("sample", "boundary", "layer", "semantic"),
                       inner_chunks=(1, k, s)),
+            ArraySpec("active", (n, m), ("sample", "boundary"), dtype="uint8"),
         ],
         static={"directions": (directions, ("boundary", "layer", "dim"))},
         attrs={
@@ -103,10 +122,14 @@ def rescore_boundaries(
                         "device": session.info.device},
         },
     )
+    accumulators = accumulate(store)  # resumes the statistics of completed chunks
+    active = np.array([not _target_met(a, config.target, targeted) for a in accumulators])
     pending = store.pending_chunks()
     images = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending) * (1 + m * k)
     with tqdm(total=int(images), unit="img", desc="rescore", disable=not progress) as bar:
         for index in pending:
+            if not active.any():
+                break
             start, stop = store.chunk_range(index)
             count = stop - start
             z = latent_block(config.seed, Stream.RESCORE, start, stop, geometry.z_dim)  # [n, Z]
@@ -114,17 +137,49 @@ def rescore_boundaries(
             wp = geometry.truncate(w)  # [n, L, D]
             original = score_codes(session, wp, config.batch_size)  # [n, S]
             bar.update(count)
-            manipulated = np.empty((count, m, k, s), dtype=np.float32)
-            for b in range(m):
+            manipulated = np.full((count, m, k, s), np.nan, dtype=np.float32)
+            for b in np.flatnonzero(active):
                 codes = manipulate(wp, directions[b : b + 1], layer_sets, config.distance)[0]
                 flat = codes.reshape(k * count, num_layers, geometry.w_dim)  # [K*n, L, D]
                 scores = score_codes(session, flat, config.batch_size).reshape(k, count, s)
                 manipulated[:, b] = scores.transpose(1, 0, 2)  # [n, K, S]
                 bar.update(k * count)
-            store.write_chunk(
-                index, {"z": z, "w": w, "original": original, "manipulated": manipulated}
-            )
+            store.write_chunk(index, {
+                "z": z, "w": w, "original": original, "manipulated": manipulated,
+                "active": np.broadcast_to(active, (count, m)).astype(np.uint8),
+            })
+            for b in np.flatnonzero(active):
+                accumulators[b].add(gains(original, manipulated[:, b : b + 1])[:, 0])
+                active[b] = not _target_met(accumulators[b], config.target, targeted)
+    store.finish(_finish_info(store, boundaries, accumulators, active, config.target, targeted))
     return store
+
+
+def _targeted_semantics(target: CiTarget | None, semantics: list[str]) -> np.ndarray:
+    """Column indices the CI target applies to (all when none are named)."""
+    if target is None:
+        return np.arange(len(semantics))
+    if target.half_width <= 0:
+        raise ScoreError(f"--target-ci must be positive, got {target.half_width}")
+    return np.array([semantics.index(n) for n in resolve_semantics(target.semantics, semantics)])
+
+
+def _target_met(accumulator: GainAccumulator, target: CiTarget | None, columns: np.ndarray) -> bool:
+    if target is None or accumulator.count < 2:
+        return False
+    return bool(np.all(half_widths(accumulator)[:, columns] <= target.half_width))
+
+
+def _finish_info(store, boundaries, accumulators, active, target, columns) -> dict:
+    counts = {b.name: int(a.count) for b, a in zip(boundaries, accumulators, strict=True)}
+    if target is None:
+        return {"reason": "complete", "k": counts}
+    unmet = {
+        b.name: float(np.nanmax(half_widths(a)[:, columns]))
+        for b, a, still in zip(boundaries, accumulators, active, strict=True) if still
+    }
+    return {"reason": "max_k" if unmet else "target_met", "k": counts,
+            "target_half_width": target.half_width, "unmet_max_half_width": unmet}
 
 
 def open_rescore(path: Path) -> ChunkedStore:

@@ -182,10 +182,18 @@ class ChunkedStore:
     def is_complete(self) -> bool:
         return bool(self.completed().all())
 
+    def finish(self, info: Mapping[str, Any]) -> None:
+        """Record that the writer is done (also when it stopped before the last chunk on purpose,
+        e.g. adaptive K met its target); readers accept a finished store as complete."""
+        meta = dict(self.group.attrs[_ATTR])
+        meta["finished"] = _normalize(info)
+        self.group.attrs[_ATTR] = meta
+        self.meta = meta
+
     def require_complete(self, what: str) -> None:
-        """Raise if any chunk is missing (a reader must not use a partial store)."""
+        """Raise if the writer has not finished (a reader must not use a partial store)."""
         pending = self.pending_chunks()
-        if pending:
+        if pending and "finished" not in self.meta:
             raise StoreError(
                 f"{self.path} is incomplete ({len(pending)} of {self.num_chunks} chunks missing); "
                 f"rerun the command that writes it to finish it before {what}"

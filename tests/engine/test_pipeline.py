@@ -85,3 +85,36 @@ def test_rescore_delta_matches_stored_scores_and_finds_the_driving_layer(tmp_pat
     header = run.table.read_text().splitlines()[0]
     assert header == "boundary,layer,semantic,delta,stderr,ci_low,ci_high,k"
     assert len(run.table.read_text().splitlines()) == 1 + 3 * (1 + 4) * 4
+
+
+def test_adaptive_k_stops_when_the_target_is_met_and_not_before(tmp_path):
+    from rescore.engine.rescore import CiTarget, open_rescore
+    from rescore.engine.stats import Z_95
+
+    run = RunDirectory(tmp_path / "run")
+    sample_step(run, SPEC, CPU, SampleConfig(600, 0, 200), progress=False)
+    fit_step(run, FitConfig(chosen_num=100, semantics=("red", "blue")), progress=False)
+    target = CiTarget(0.03, ("red", "blue"))
+    config = RescoreConfig(num_latents=2000, chunk_size=20, batch_size=64, target=target)
+    table = rescore_step(run, CPU, config, progress=False)
+    store = open_rescore(run.rescore_store)
+    assert store.meta["finished"]["reason"] == "target_met"
+    active = store.array("active")[:].astype(bool)
+    all_gains = gains(store.array("original")[:], store.array("manipulated")[:])
+    columns = [table.semantic_names.index(n) for n in ("red", "blue")]
+    for m in range(2):
+        k = int(active[:, m].sum())
+        assert table.counts[m] == k and 20 <= k < 2000 and k % 20 == 0
+        assert np.all(active[:k, m]) and not np.any(active[k:, m])  # a prefix of latents
+
+        def worst(count):
+            g = all_gains[:count, m][:, :, columns]
+            return np.max(Z_95 * g.std(axis=0, ddof=1) / np.sqrt(count))
+
+        assert worst(k) <= 0.03
+        if k > 20:
+            assert worst(k - 20) > 0.03  # one chunk earlier the target was not yet met
+    summary = report_step(run, table)
+    assert summary["k_per_boundary"] == {
+        name: int(count) for name, count in zip(table.boundary_names, table.counts, strict=True)
+    }
