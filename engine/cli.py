@@ -201,6 +201,50 @@ def report(out: Out) -> None:
 
 @app.command()
 @_user_errors
+def condition(
+    primal: Annotated[Path, typer.Argument(help="The primal boundary .npy.")],
+    on: Annotated[list[Path], typer.Option("--on", help="Condition boundary .npy (repeatable).")],
+    output: Annotated[Path | None, typer.Option(
+        help="Directory for the result (default: PRIMAL_DIR/conditioned/<primal>__on__<conds>).")
+    ] = None,
+) -> None:
+    """Make PRIMAL orthogonal to every --on boundary (any number; HiGAN stops at two) and write it
+    as a new boundary with the primal's name, recording the conditions in its sidecar.
+
+    Example:  rescore condition runs/bedroom/boundaries/indoor_lighting.npy
+              --on runs/bedroom/boundaries/wood.npy --on runs/bedroom/boundaries/carpet.npy
+    """
+    from .condition import condition_boundary, default_output
+
+    target = output or default_output(primal, list(on))
+    path = condition_boundary(primal, list(on), target)
+    typer.echo(f"conditioned boundary: {path}\nrescore it with: rescore rescore -o DIR -b {target}")
+
+
+@app.command()
+@_user_errors
+def project(
+    out: Out,
+    boundary: Annotated[list[Path], typer.Option(
+        "--boundary", "-b", help="Boundary file or directory (default OUT/boundaries).")] = [],
+) -> None:
+    """Signed distance of every sample in OUT/samples.zarr to every boundary, streamed into
+    OUT/projections.zarr (`distance` [N, M]; `distance_wp` [N, M, L] for W+ boundaries).
+
+    Example:  rescore project -o runs/bedroom
+    """
+    from .boundary import load_boundaries
+    from .project import project_samples
+    from .sample import open_samples
+
+    run = RunDirectory(out).ensure_writable()
+    store = project_samples(open_samples(run.samples),
+                            load_boundaries(list(boundary) or [run.boundaries]), run.projections)
+    typer.echo(f"projections: {store.path}")
+
+
+@app.command()
+@_user_errors
 def run(
     out: Out,
     generator: Generator,

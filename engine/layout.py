@@ -7,6 +7,7 @@
     DIR/summary.json     peak layer per semantic               (rescore.summary, format 1)
     DIR/heatmap.png      layers x semantics, normalized per semantic (paper Fig. 3a)
     DIR/cross_effects.png  boundary x semantic Delta / own Delta (entanglement)
+    DIR/projections.zarr   signed distance of every sample to every boundary (rescore project)
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class RunDirectory:
     @property
     def heatmap(self) -> Path:
         return self.root / "heatmap.png"
+
+    @property
+    def projections(self) -> Path:
+        return self.root / "projections.zarr"
 
     @property
     def cross_effects(self) -> Path:

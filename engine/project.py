@@ -1,0 +1,64 @@
+"""`rescore project`: signed distance of every sampled code to every boundary, streamed.
+
+Writes DIR/projections.zarr (format `rescore.projections`): `distance` [N, M] for W boundaries
+(against `w`) and, for W+ boundaries (against `wp`), `distance_wp` [N, M', L]. Offsets are the
+SVM intercepts recorded in the sidecars (0 for files without one), so the sign says on which side
+of the fitted hyperplane a code lies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rescore.kernels.project import project
+
+from .boundary import Boundary
+from .errors import ScoreError
+from .store import ArraySpec, ChunkedStore
+
+PROJECTIONS_KIND = "rescore.projections"
+
+
+def _offsets(boundaries: list[Boundary]) -> np.ndarray:
+    rows = []
+    for b in boundaries:
+        offset = b.metadata.get("offset", 0.0)
+        rows.append(np.atleast_1d(np.asarray(offset, np.float32)))
+    return np.stack(rows) if boundaries[0].space == "wp" else np.concatenate(rows)
+
+
+def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Path) -> ChunkedStore:
+    """Project the samples store's codes onto `boundaries` into a new store at `path`."""
+    groups = {space: [b for b in boundaries if b.space == space] for space in ("w", "wp")}
+    if groups["wp"] and not samples.has("wp"):
+        raise ScoreError(f"{samples.path} holds no W+ codes for the per-layer boundaries "
+                         f"{[b.name for b in groups['wp']]}; sample with --wplus")
+    n, arrays = samples.num_samples, []
+    if groups["w"]:
+        arrays.append(ArraySpec("distance", (n, len(groups["w"])), ("sample", "boundary")))
+    if groups["wp"]:
+        layers = samples.array("wp").shape[1]
+        arrays.append(ArraySpec("distance_wp", (n, len(groups["wp"]), layers),
+                                ("sample", "boundary_wp", "layer")))
+    identity = {"samples": samples.meta["identity"],
+                "boundaries": [b.name for b in boundaries]}
+    store = ChunkedStore.create_or_resume(
+        path, kind=PROJECTIONS_KIND, identity=identity, num_samples=n,
+        chunk_size=samples.chunk_size, arrays=arrays,
+        attrs={"boundary_names": [b.name for b in groups["w"]],
+               "boundary_wp_names": [b.name for b in groups["wp"]]},
+    )
+    plans = [
+        (space, name, np.concatenate([b.normal for b in groups[space]]), _offsets(groups[space]))
+        for space, name in (("w", "distance"), ("wp", "distance_wp"))
+        if groups[space]
+    ]  # normals [M, D] or [M, L, D]
+    for chunk in store.pending_chunks():
+        start, stop = store.chunk_range(chunk)
+        store.write_chunk(chunk, {
+            name: project(samples.array(space)[start:stop], normals, offsets)
+            for space, name, normals, offsets in plans
+        })
+    return store
