@@ -297,7 +297,7 @@ def demo(
     from rescore.models.synthetic import build_synthetic
 
     spec = ModelSpec(ModelRef("synthetic"), (ModelRef("synthetic"),))
-    n, chosen, k = (800, 150, 48) if quick else (6000, 900, 400)
+    n, chosen, k = (800, 150, 48) if quick else (10_000, 1500, 800)
     summary = pipeline.run_all(
         RunDirectory(out), spec, BackendSpec("auto", device),
         SampleConfig(n, 0, 1000 if not quick else 400, 200),

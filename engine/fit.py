@@ -70,7 +70,10 @@ def fit_boundaries(
     results = []
     for semantic in tqdm(semantics, desc="fit", unit="semantic", disable=not progress):
         column = names.index(semantic)
-        selection = select_top_bottom(scores, chosen, column=column)
+        try:
+            selection = select_top_bottom(scores, chosen, column=column)
+        except ValueError as error:  # e.g. fewer than 2k finite scores
+            raise ScoreError(f"semantic '{semantic}': {error}; lower --chosen-num") from error
         if selection.nonfinite:
             raise ScoreError(
                 f"semantic '{semantic}' has {selection.nonfinite} NaN/inf scores in {store.path}; "

@@ -106,6 +106,9 @@ def write_heatmap(table: DeltaTable, path: Path) -> None:
     star = peak layer, dot = statistically indistinguishable from the peak."""
     plt = _pyplot()
     own = own_semantic_index(table)
+    # columns ordered by peak layer, so the hierarchy reads from left (early) to right (late)
+    own = dict(sorted(own.items(), key=lambda item: (
+        int(np.argmax(table.delta[item[0], 1:, item[1]])), table.boundary_names[item[0]])))
     num_layers = len(table.layer_labels) - 1
     grid = np.zeros((num_layers, max(len(own), 1)))
     names = []

@@ -1,0 +1,337 @@
+"""A synthetic style-based scene generator with a known semantic hierarchy, and its pixel predictor.
+
+rescore's end-to-end oracle: the generator follows the `Generator` protocol (z -> w -> wp -> image)
+and each scene factor is driven by exactly one known group of layers,
+
+    t_f = mean over l in layers(f) of  a_f . (wp[:, l] - w_avg) / scale_f
+    factor_f = low_f + (high_f - low_f) * sigmoid(t_f)
+
+with fixed orthonormal directions a_f and scale_f the spread of a_f . (w - w_avg), so t_f has unit
+spread before truncation. `SyntheticScenePredictor` measures every factor from pixels alone.
+Re-scoring the generator with the predictor (HiGAN: SVM boundary in W, move one layer at a time)
+must find each factor's effect peaking inside its group: `factor_layers` is the ground truth.
+
+Every fixed tensor is drawn from `seed` and kept as a buffer, so a seed names one model and its
+state dict round-trips.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import truncate
+from .errors import RescoreError, ShapeMismatchError
+from .synthetic_render import (
+    BOX_ASPECT,
+    BOX_VALUE,
+    CLUTTER_MAX,
+    FACTOR_NAMES,
+    FACTORS,
+    FLOOR_VALUE,
+    LAYER_GROUPS,
+    PICTURE_BOX,
+    PICTURE_REGION,
+    PICTURE_VALUE,
+    TOP_BAND_END,
+    WALL_ROWS_END,
+    WALL_VALUE,
+    first_row_at,
+    pixel_centres,
+    region_slices,
+    render_scene,
+    speck_pattern,
+)
+
+_RESOLUTIONS_ALLOWED = (32, 64, 128, 256)
+_GROUP_ENDS = (0.2, 0.5, 0.8)  # cumulative share of the layers ending each group but the last
+_LRELU_SLOPE = 0.2
+_NORM_EPS = 1e-8
+_W_AVG_SAMPLES = 8192  # fixed seeded batch for w_avg and the per-factor scales
+_BIAS_STD = 0.2
+
+
+def default_layer_groups(num_layers: int) -> dict[str, tuple[int, ...]]:
+    """Split layers 0..L-1 into the contiguous groups of `LAYER_GROUPS`, in shares 2:3:3:2.
+
+    For 10 layers: layout (0, 1), objects (2, 3, 4), attributes (5, 6, 7), colour (8, 9).
+    """
+    if num_layers < len(LAYER_GROUPS):
+        raise ShapeMismatchError(
+            f"the synthetic generator needs at least {len(LAYER_GROUPS)} layers (one per group "
+            f"{LAYER_GROUPS}), got num_layers={num_layers}; pass a larger num_layers"
+        )
+    ends = [round(share * num_layers) for share in _GROUP_ENDS] + [num_layers]
+    starts = [0, *ends[:-1]]
+    return {g: tuple(range(s, e)) for g, s, e in zip(LAYER_GROUPS, starts, ends, strict=True)}
+
+
+class SyntheticSceneGenerator(nn.Module):
+    """Seeded mapping MLP + factor read-out + scene renderer, with the StyleGAN interface.
+
+    z [B, z_dim] -> w [B, w_dim] -> wp [B, num_layers, w_dim] -> images [B, 3, R, R] in [-1, 1].
+    """
+
+    def __init__(
+        self,
+        *,
+        z_dim: int = 32,
+        w_dim: int = 32,
+        num_layers: int = 10,
+        resolution: int = 64,
+        truncation_psi: float = 0.7,
+        truncation_layers: int = 4,
+        seed: int = 0,
+        edge_softness: float = 0.6,
+    ) -> None:
+        super().__init__()
+        if resolution not in _RESOLUTIONS_ALLOWED:
+            raise ShapeMismatchError(
+                f"resolution {resolution} is not supported by the synthetic generator; "
+                f"choose one of {_RESOLUTIONS_ALLOWED}"
+            )
+        if w_dim < len(FACTORS):
+            raise ShapeMismatchError(
+                f"w_dim={w_dim} cannot hold {len(FACTORS)} orthogonal factor directions; "
+                f"pass w_dim >= {len(FACTORS)}"
+            )
+        if edge_softness <= 0:
+            raise RescoreError(
+                f"edge_softness={edge_softness} must be a positive width in pixels; pass e.g. 0.6"
+            )
+        groups = default_layer_groups(num_layers)
+        if not 0 <= truncation_layers <= num_layers:
+            raise ShapeMismatchError(
+                f"truncation_layers={truncation_layers} is outside 0..num_layers={num_layers}; "
+                f"pass a value in that range"
+            )
+        self.z_dim = z_dim
+        self.w_dim = w_dim
+        self.num_layers = num_layers
+        self.resolution = resolution
+        self.truncation_psi = float(truncation_psi)
+        self.truncation_layers = truncation_layers
+        self.seed = seed
+        self.edge_softness = edge_softness
+        self.factor_names: tuple[str, ...] = FACTOR_NAMES
+        self.factor_layers: dict[str, tuple[int, ...]] = {f.name: groups[f.group] for f in FACTORS}
+
+        # Seeded tensors, drawn in a fixed order: they *are* the model (persistent buffers).
+        rng = torch.Generator().manual_seed(seed)
+        self.register_buffer("mapping_weight1", _he_normal(w_dim, z_dim, rng))  # [D, Z]
+        self.register_buffer("mapping_bias1", _BIAS_STD * torch.randn(w_dim, generator=rng))
+        self.register_buffer("mapping_weight2", _he_normal(w_dim, w_dim, rng))  # [D, D]
+        self.register_buffer("mapping_bias2", _BIAS_STD * torch.randn(w_dim, generator=rng))
+        basis, _ = torch.linalg.qr(torch.randn(w_dim, len(FACTORS), generator=rng))  # [D, F]
+        self.register_buffer("directions", basis.T.contiguous())  # [F, D], orthonormal rows
+        self.register_buffer("speck_pattern", speck_pattern(resolution, rng))  # [R, R]
+        with torch.no_grad():
+            w = self.map(torch.randn(_W_AVG_SAMPLES, z_dim, generator=rng))  # [N, D]
+        w_avg = w.mean(dim=0)  # [D]
+        self.register_buffer("w_avg", w_avg)
+        self.register_buffer("factor_scale", ((w - w_avg) @ self.directions.T).std(dim=0))  # [F]
+
+        # Derived from the hyper-parameters (not stored in the state dict).
+        read_out = torch.zeros(len(FACTORS), num_layers)  # [F, L]
+        for i, factor in enumerate(FACTORS):
+            layers = groups[factor.group]
+            read_out[i, list(layers)] = 1.0 / len(layers)
+        self.register_buffer("layer_read_out", read_out, persistent=False)
+        coefficients = torch.ones(num_layers)
+        coefficients[:truncation_layers] = self.truncation_psi
+        self.register_buffer("_truncation", coefficients, persistent=False)
+        self.register_buffer("factor_low", torch.tensor([f.low for f in FACTORS]), persistent=False)
+        self.register_buffer(
+            "factor_high", torch.tensor([f.high for f in FACTORS]), persistent=False
+        )
+
+    def map(self, z: torch.Tensor) -> torch.Tensor:
+        """Mapping network: pixel norm, then two leaky-ReLU dense layers. z [B, Z] -> w [B, D]."""
+        if z.dim() != 2 or z.shape[1] != self.z_dim:
+            raise ShapeMismatchError(
+                f"z has shape {tuple(z.shape)}, the synthetic generator expects [B, {self.z_dim}]"
+            )
+        x = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + _NORM_EPS)  # [B, Z]
+        x = F.leaky_relu(x @ self.mapping_weight1.T + self.mapping_bias1, _LRELU_SLOPE)  # [B, D]
+        return F.leaky_relu(x @ self.mapping_weight2.T + self.mapping_bias2, _LRELU_SLOPE)
+
+    def truncation_coefficients(self) -> torch.Tensor:
+        """psi on the first `truncation_layers` layers, 1.0 after: [L]."""
+        return self._truncation
+
+    def average_w(self) -> torch.Tensor:
+        """Mean of the mapping over a fixed seeded batch of z: [D]."""
+        return self.w_avg
+
+    def factor_codes(self, wp: torch.Tensor) -> torch.Tensor:
+        """Ground-truth factor codes t_f (before squashing): wp [B, L, D] -> [B, F]."""
+        self._check_wp(wp)
+        projections = (wp - self.w_avg) @ self.directions.T  # [B, L, F]
+        mixed = (projections * self.layer_read_out.T).sum(dim=1)  # [B, F]
+        return mixed / self.factor_scale
+
+    def factor_values(self, wp: torch.Tensor) -> torch.Tensor:
+        """Ground-truth factor values in their physical units (`FACTORS` ranges): [B, F]."""
+        squashed = torch.sigmoid(self.factor_codes(wp))  # [B, F]
+        return self.factor_low + (self.factor_high - self.factor_low) * squashed
+
+    def synthesize(self, wp: torch.Tensor) -> torch.Tensor:
+        """Synthesis: wp [B, L, D] -> images [B, 3, R, R] float32 in [-1, 1]."""
+        return render_scene(self.factor_values(wp), self.speck_pattern, self.edge_softness)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, Z] -> images [B, 3, R, R]: synthesize(truncate(map(z)))."""
+        wp = truncate(self.map(z), self.w_avg, self._truncation)  # [B, L, D]
+        return self.synthesize(wp)
+
+    def _check_wp(self, wp: torch.Tensor) -> None:
+        if wp.dim() != 3 or wp.shape[1:] != (self.num_layers, self.w_dim):
+            raise ShapeMismatchError(
+                f"wp has shape {tuple(wp.shape)}, the synthetic generator expects "
+                f"[B, {self.num_layers}, {self.w_dim}]"
+            )
+
+
+def _he_normal(out_dim: int, in_dim: int, rng: torch.Generator) -> torch.Tensor:
+    """N(0, 2 / in_dim) weights [out, in]: keeps the spread of activations through leaky ReLUs."""
+    return torch.randn(out_dim, in_dim, generator=rng) * math.sqrt(2.0 / in_dim)
+
+
+# Predictor thresholds, all in units of the lighting level (see `synthetic_render`).
+_WALL_MIN = WALL_VALUE * (1.0 - CLUTTER_MAX)  # darkest wall pixel
+_FLOOR_MAX = FLOOR_VALUE * (1.0 + CLUTTER_MAX)  # brightest floor pixel
+_BOX_MIN_CHANNEL = 0.6  # above any wall/floor pixel's min channel (saturation >= 0.4)
+_COLUMN_EXCLUSION = 10.0  # a column with achromaticity 0.1 below the wall rows gets no weight
+_HUE_WRAP = 0.92  # hues above this are read as negative (the palette avoids red's wrap-around)
+_EPS = 1e-6
+
+
+class SyntheticScenePredictor(nn.Module):
+    """Measures every synthetic scene factor from pixels: images [B, 3, R, R] -> scores [B, F].
+
+    Scores are estimates in each factor's units (`object_size` as box height from its area,
+    `clutter` as the relative brightness spread of the wall band). It uses the scene's shared
+    constants only, never the generator's seeded tensors.
+    """
+
+    semantic_names: tuple[str, ...] = FACTOR_NAMES
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, R, R] float32 in [-1, 1] -> scores [B, F] (`semantic_names` order)."""
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ShapeMismatchError(
+                f"images have shape {tuple(images.shape)}; the synthetic predictor expects "
+                f"square RGB images [B, 3, R, R]"
+            )
+        res = images.shape[-1]
+        # Work in [0, 1]; the channel max and min commute with the affine map from [-1, 1].
+        value = images.amax(dim=1) * 0.5 + 0.5  # [B, R, R] HSV value
+        low = images.amin(dim=1) * 0.5 + 0.5  # [B, R, R] min channel
+        centres = pixel_centres(res, images.device)  # [R]
+
+        # 1. The top band is plain wall: palette, lighting and specks, each blind to the others.
+        band_rows = first_row_at(TOP_BAND_END, res)
+        band_rgb = images[:, :, :band_rows].mean(dim=(2, 3)) * 0.5 + 0.5  # [B, 3]
+        band_max = band_rgb.amax(dim=1).clamp_min(_EPS)  # [B]
+        lighting = band_max / WALL_VALUE
+        saturation = 1.0 - band_rgb.amin(dim=1) / band_max
+        hue = _hue(band_rgb)
+        band_value = value[:, :band_rows].flatten(1)  # [B, band pixels]
+        clutter = band_value.std(dim=1) / band_value.mean(dim=1).clamp_min(_EPS)
+        level = lighting.view(-1, 1, 1)
+
+        # 2. The picture darkens its region in proportion to its opacity.
+        rows, cols = region_slices(res, PICTURE_REGION)
+        box_rows, box_cols = region_slices(res, PICTURE_BOX)
+        covered = _count(box_rows, box_cols) / _count(rows, cols)
+        darkening = 1.0 - value[:, rows, cols].mean(dim=(1, 2)) / (lighting * WALL_VALUE)  # [B]
+        presence = darkening / ((1.0 - PICTURE_VALUE / WALL_VALUE) * covered)
+
+        # 3. The box is the only bright grey: its min channel beats every coloured surface's.
+        box = ((low / level - _BOX_MIN_CHANNEL) / (BOX_VALUE - _BOX_MIN_CHANNEL)).clamp(0.0, 1.0)
+        box_columns = box.sum(dim=1)  # [B, R]
+        box_area = box_columns.sum(dim=1) / res**2  # [B] fraction of the image
+        object_size = torch.sqrt(box_area / BOX_ASPECT)
+        object_x = (box_columns * centres).sum(dim=1) / box_columns.sum(dim=1).clamp_min(_EPS)
+
+        # 4. Horizon line: per column, rows above WALL_ROWS_END are wall, below it count wall-
+        # bright pixels; fit a line over the columns the box leaves untouched (achromatic pixels).
+        first = first_row_at(WALL_ROWS_END, res)
+        lower = value[:, first:] / level  # [B, R', R]
+        wallness = ((lower - _FLOOR_MAX) / (_WALL_MIN - _FLOOR_MAX)).clamp(0.0, 1.0)
+        line = (first + wallness.sum(dim=1)) / res  # [B, R] wall/floor boundary per column
+        lower_sat = 1.0 - low[:, first:] / value[:, first:].clamp_min(_EPS)  # [B, R', R]
+        achromatic = (1.0 - lower_sat / saturation.clamp_min(_EPS).view(-1, 1, 1)).clamp_min(0.0)
+        weight = (1.0 - _COLUMN_EXCLUSION * achromatic.amax(dim=1)).clamp_min(0.0)  # [B, R]
+        horizon, tilt = _weighted_line_fit(centres, line, weight)
+
+        scores = (
+            horizon,
+            tilt,
+            object_size,
+            object_x,
+            presence,
+            lighting,
+            clutter,
+            hue,
+            saturation,
+        )
+        return torch.stack(scores, dim=1)  # [B, F]
+
+
+def _count(rows: slice, cols: slice) -> int:
+    """Number of pixels in a (rows, columns) pair of slices."""
+    return (rows.stop - rows.start) * (cols.stop - cols.start)
+
+
+def _hue(rgb: torch.Tensor) -> torch.Tensor:
+    """HSV hue in turns of RGB [B, 3] -> [B], in [_HUE_WRAP - 1, _HUE_WRAP)."""
+    r, g, b = rgb.unbind(dim=1)
+    top = rgb.amax(dim=1)
+    spread = (top - rgb.amin(dim=1)).clamp_min(_EPS)
+    sextant = torch.where(
+        top == r,
+        torch.remainder((g - b) / spread, 6.0),
+        torch.where(top == g, (b - r) / spread + 2.0, (r - g) / spread + 4.0),
+    )
+    hue = sextant / 6.0
+    return torch.where(hue >= _HUE_WRAP, hue - 1.0, hue)
+
+
+def _weighted_line_fit(
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted least-squares line y = c + m (x - 0.5): x [R], y and weight [B, R] -> (c, m) [B]."""
+    total = weight.sum(dim=1).clamp_min(_EPS)
+    mean_x = (weight * x).sum(dim=1) / total  # [B]
+    mean_y = (weight * y).sum(dim=1) / total  # [B]
+    dx = x - mean_x[:, None]  # [B, R]
+    covariance = (weight * dx * (y - mean_y[:, None])).sum(dim=1)  # [B]
+    slope = covariance / (weight * dx**2).sum(dim=1).clamp_min(_EPS)
+    return mean_y + slope * (0.5 - mean_x), slope
+
+
+def build_synthetic(
+    seed: int = 0, resolution: int = 64, truncation_psi: float = 0.7, truncation_layers: int = 4
+) -> SyntheticSceneGenerator:
+    """The synthetic scene generator (z_dim = w_dim = 32, 10 layers) in eval mode."""
+    return SyntheticSceneGenerator(
+        resolution=resolution,
+        truncation_psi=truncation_psi,
+        truncation_layers=truncation_layers,
+        seed=seed,
+    ).eval()
+
+
+def build_synthetic_predictor(
+    generator: SyntheticSceneGenerator | None = None,
+) -> SyntheticScenePredictor:
+    """The pixel predictor for synthetic scenes.
+
+    `generator` is accepted so builders can pair the two, and is not read: the predictor relies on
+    the scene's shared constants only, so it works for every seed and resolution.
+    """
+    return SyntheticScenePredictor().eval()
