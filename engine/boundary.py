@@ -64,7 +64,7 @@ class Boundary:
         return self.normal[0].astype(np.float32)
 
     def check_fits(self, geometry: LatentGeometry) -> None:
-        """Raise `BoundaryError` if the boundary's dimension or layer count differs from the model."""
+        """Raise `BoundaryError` if its dimension or layer count differs from the model's."""
         dim = self.normal.shape[-1]
         if dim != geometry.w_dim:
             raise BoundaryError(
@@ -129,7 +129,9 @@ def load_boundary(path: Path) -> Boundary:
         try:
             metadata = json.loads(sidecar_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise BoundaryError(f"boundary sidecar {sidecar_path} is not valid JSON ({error})") from error
+            raise BoundaryError(
+                f"boundary sidecar {sidecar_path} is not valid JSON ({error})"
+            ) from error
         name = metadata.get("semantic", name)
     return Boundary(name=name, normal=normal, metadata=metadata)
 
@@ -143,26 +145,34 @@ def load_boundaries(paths: list[Path]) -> list[Boundary]:
         else:
             files.append(path)
     if not files:
-        raise BoundaryError(f"no boundary .npy files found in {', '.join(map(str, paths))}; "
-                            f"run `rescore fit` first or pass boundary files")
+        raise BoundaryError(
+            f"no boundary .npy files found in {', '.join(map(str, paths))}; "
+            f"run `rescore fit` first or pass boundary files"
+        )
     boundaries = [load_boundary(f) for f in files]
     names = [b.name for b in boundaries]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise BoundaryError(f"several boundary files name the semantic(s) {', '.join(duplicates)}; "
-                            f"pass each semantic once")
+        raise BoundaryError(
+            f"several boundary files name the semantic(s) {', '.join(duplicates)}; "
+            f"pass each semantic once"
+        )
     return boundaries
 
 
 def _unit(normal: np.ndarray, path: Path) -> np.ndarray:
     axis = -1
-    norms = np.linalg.norm(normal, axis=axis, keepdims=True) if normal.ndim == 3 else np.linalg.norm(
-        normal, keepdims=True
+    norms = (
+        np.linalg.norm(normal, axis=axis, keepdims=True)
+        if normal.ndim == 3
+        else np.linalg.norm(normal, keepdims=True)
     )
     if np.any(norms == 0):
         raise BoundaryError(f"{path} has a zero normal; refit the boundary")
     if np.any(np.abs(norms - 1.0) > 1e-3):
-        log.warning("boundary %s is not unit norm (norm %s); normalizing it", path, norms.ravel()[:3])
+        log.warning(
+            "boundary %s is not unit norm (norm %s); normalizing it", path, norms.ravel()[:3]
+        )
     return normal / norms
 
 
@@ -207,11 +217,15 @@ def _read_npy(path: Path) -> np.ndarray:
             f"{path} holds pickled objects other than a dict of arrays ({error}); refused: "
             f"a boundary file must never run code"
         ) from error
-    content = payload.item() if isinstance(payload, np.ndarray) and payload.dtype == object else payload
+    content = (
+        payload.item() if isinstance(payload, np.ndarray) and payload.dtype == object else payload
+    )
     if isinstance(content, dict):
         content = content.get("boundary")
     if not isinstance(content, np.ndarray) or content.dtype == object:
-        raise BoundaryError(f"{path} has no 'boundary' array; expected HiGAN's {{'boundary': array}}")
+        raise BoundaryError(
+            f"{path} has no 'boundary' array; expected HiGAN's {{'boundary': array}}"
+        )
     return content
 
 

@@ -31,13 +31,18 @@ app = typer.Typer(
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created if missing).")]
 Generator = Annotated[
     str,
-    typer.Option(help="Generator NAME[=CHECKPOINT]: stylegan=/w/stylegan_bedroom256_generator.pth, "
-                 "synthetic, or package.module:factory[=PATH]."),
+    typer.Option(
+        help="Generator NAME[=CHECKPOINT]: stylegan=/w/stylegan_bedroom256_generator.pth, "
+        "synthetic, or package.module:factory[=PATH]."
+    ),
 ]
 Predictors = Annotated[
     list[str],
-    typer.Option("--predictor", "-p",
-                 help="Predictor NAME[=PATH], repeatable: places365=/w/places365, color, synthetic."),
+    typer.Option(
+        "--predictor",
+        "-p",
+        help="Predictor NAME[=PATH], repeatable: places365=/w/places365, color, synthetic.",
+    ),
 ]
 Backend = Annotated[str, typer.Option(help="Scoring backend: auto or torch.")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
@@ -63,8 +68,9 @@ def _user_errors(command):
     return wrapper
 
 
-def _spec(generator: str, predictors: list[str], psi: float | None, layers: int | None,
-          seed: int) -> ModelSpec:
+def _spec(
+    generator: str, predictors: list[str], psi: float | None, layers: int | None, seed: int
+) -> ModelSpec:
     if not predictors:
         raise RescoreError("no predictor given; pass --predictor NAME[=PATH] (e.g. places365=DIR)")
     return ModelSpec(
@@ -94,13 +100,16 @@ def sample(
 ) -> None:
     """Sample N latents, score every image, write OUT/samples.zarr (rerun to resume).
 
-    Example:  rescore sample -o runs/bedroom --generator stylegan=w/stylegan_bedroom256_generator.pth
+    Example:  rescore sample -o runs/bedroom --generator stylegan=w/stylegan_bedroom256.pth
     -p places365=w/places365 -n 500000
     """
     spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed)
     store = pipeline.sample_step(
-        RunDirectory(out), spec, BackendSpec(backend, device),
-        SampleConfig(num, seed, chunk_size, batch_size, wplus), progress=not quiet,
+        RunDirectory(out),
+        spec,
+        BackendSpec(backend, device),
+        SampleConfig(num, seed, chunk_size, batch_size, wplus),
+        progress=not quiet,
     )
     typer.echo(f"samples: {store.path} ({store.num_samples} latents)")
 
@@ -109,9 +118,13 @@ def sample(
 @_user_errors
 def fit(
     out: Out,
-    semantic: Annotated[list[str], typer.Option("--semantic", "-s",
-                                                help="Semantic to fit (repeatable; default all).")] = [],
-    chosen_num: Annotated[float, typer.Option(help="Samples per class (count, or ratio <= 1).")] = 2000,
+    semantic: Annotated[
+        list[str],
+        typer.Option("--semantic", "-s", help="Semantic to fit (repeatable; default all)."),
+    ] = [],
+    chosen_num: Annotated[
+        float, typer.Option(help="Samples per class (count, or ratio <= 1).")
+    ] = 2000,
     solver: Annotated[str, typer.Option(help="svc (HiGAN parity) or linear_svc (scales).")] = "svc",
     space: Annotated[str, typer.Option(help="auto, w or wp (per-layer).")] = "auto",
     seed: Seed = 0,
@@ -134,24 +147,38 @@ def fit(
 @_user_errors
 def rescore(
     out: Out,
-    boundary: Annotated[list[Path], typer.Option(
-        "--boundary", "-b", help="Boundary .npy file or directory (repeatable; default "
-        "OUT/boundaries). HiGAN/InterFaceGAN files work.")] = [],
+    boundary: Annotated[
+        list[Path],
+        typer.Option(
+            "--boundary",
+            "-b",
+            help="Boundary .npy file or directory (repeatable; default "
+            "OUT/boundaries). HiGAN/InterFaceGAN files work.",
+        ),
+    ] = [],
     num: Annotated[int, typer.Option("--num", "-n", help="Fresh latents K.")] = 2000,
     seed: Seed = 0,
     distance: Annotated[float, typer.Option(help="Manipulation distance lambda.")] = 2.0,
     chunk_size: Annotated[int, typer.Option(help="Latents per store chunk.")] = 256,
     batch_size: BatchSize = 32,
-    generator: Annotated[str | None, typer.Option(help="Override the generator recorded in "
-                                                  "OUT/samples.zarr (NAME[=PATH]).")] = None,
-    predictor: Annotated[list[str], typer.Option("--predictor", "-p",
-                                                 help="Override the predictors.")] = [],
-    target_ci: Annotated[float | None, typer.Option(
-        help="Adaptive K: draw chunks until every Delta's 95% CI half-width <= this.")] = None,
-    target_semantic: Annotated[list[str], typer.Option(
-        help="Semantics the --target-ci applies to (repeatable; default all).")] = [],
-    max_k: Annotated[int | None, typer.Option(
-        help="Most latents adaptive K may use (default: --num).")] = None,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="Override the generator recorded in OUT/samples.zarr (NAME[=PATH])."),
+    ] = None,
+    predictor: Annotated[
+        list[str], typer.Option("--predictor", "-p", help="Override the predictors.")
+    ] = [],
+    target_ci: Annotated[
+        float | None,
+        typer.Option(help="Adaptive K: draw chunks until every Delta's 95% CI half-width <= this."),
+    ] = None,
+    target_semantic: Annotated[
+        list[str],
+        typer.Option(help="Semantics the --target-ci applies to (repeatable; default all)."),
+    ] = [],
+    max_k: Annotated[
+        int | None, typer.Option(help="Most latents adaptive K may use (default: --num).")
+    ] = None,
     ci: Annotated[str, typer.Option(help="CI method: normal or bootstrap (seeded).")] = "normal",
     backend: Backend = "auto",
     device: Device = "auto",
@@ -174,15 +201,22 @@ def rescore(
         raise RescoreError("--target-semantic and --max-k need --target-ci VALUE")
     config = RescoreConfig(max_k or num, seed, distance, chunk_size, batch_size, target)
     table = pipeline.rescore_step(
-        run, BackendSpec(backend, device), config, boundary_paths=list(boundary) or None,
-        spec=spec, ci_method=ci, progress=not quiet,  # type: ignore[arg-type]
+        run,
+        BackendSpec(backend, device),
+        config,
+        boundary_paths=list(boundary) or None,
+        spec=spec,
+        ci_method=ci,
+        progress=not quiet,  # type: ignore[arg-type]
     )
     summary = pipeline.report_step(run, table)
     _print_summary(summary)
     finished = summary["run"]
     if finished.get("unmet_max_half_width"):
-        typer.echo("CI target not met (max half-width) for: " + ", ".join(
-            f"{n} {w:.4g}" for n, w in finished["unmet_max_half_width"].items()))
+        typer.echo(
+            "CI target not met (max half-width) for: "
+            + ", ".join(f"{n} {w:.4g}" for n, w in finished["unmet_max_half_width"].items())
+        )
     _print_outputs(run)
 
 
@@ -204,8 +238,11 @@ def report(out: Out) -> None:
 def condition(
     primal: Annotated[Path, typer.Argument(help="The primal boundary .npy.")],
     on: Annotated[list[Path], typer.Option("--on", help="Condition boundary .npy (repeatable).")],
-    output: Annotated[Path | None, typer.Option(
-        help="Directory for the result (default: PRIMAL_DIR/conditioned/<primal>__on__<conds>).")
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for the result (default: PRIMAL_DIR/conditioned/<primal>__on__<conds>)."
+        ),
     ] = None,
 ) -> None:
     """Make PRIMAL orthogonal to every --on boundary (any number; HiGAN stops at two) and write it
@@ -225,8 +262,12 @@ def condition(
 @_user_errors
 def project(
     out: Out,
-    boundary: Annotated[list[Path], typer.Option(
-        "--boundary", "-b", help="Boundary file or directory (default OUT/boundaries).")] = [],
+    boundary: Annotated[
+        list[Path],
+        typer.Option(
+            "--boundary", "-b", help="Boundary file or directory (default OUT/boundaries)."
+        ),
+    ] = [],
 ) -> None:
     """Signed distance of every sample in OUT/samples.zarr to every boundary, streamed into
     OUT/projections.zarr (`distance` [N, M]; `distance_wp` [N, M, L] for W+ boundaries).
@@ -238,8 +279,11 @@ def project(
     from .sample import open_samples
 
     run = RunDirectory(out).ensure_writable()
-    store = project_samples(open_samples(run.samples),
-                            load_boundaries(list(boundary) or [run.boundaries]), run.projections)
+    store = project_samples(
+        open_samples(run.samples),
+        load_boundaries(list(boundary) or [run.boundaries]),
+        run.projections,
+    )
     typer.echo(f"projections: {store.path}")
 
 
@@ -271,7 +315,9 @@ def run(
     """
     spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed)
     summary = pipeline.run_all(
-        RunDirectory(out), spec, BackendSpec(backend, device),
+        RunDirectory(out),
+        spec,
+        BackendSpec(backend, device),
         SampleConfig(num, seed, 1024, batch_size, wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
         RescoreConfig(rescore_num, seed, distance, 256, batch_size),
@@ -299,7 +345,9 @@ def demo(
     spec = ModelSpec(ModelRef("synthetic"), (ModelRef("synthetic"),))
     n, chosen, k = (800, 150, 48) if quick else (10_000, 1500, 800)
     summary = pipeline.run_all(
-        RunDirectory(out), spec, BackendSpec("auto", device),
+        RunDirectory(out),
+        spec,
+        BackendSpec("auto", device),
         SampleConfig(n, 0, 1000 if not quick else 400, 200),
         FitConfig(chosen, 0.7, "svc", "w"),
         RescoreConfig(k, 0, 2.0, 200 if not quick else 48, 200),
@@ -307,25 +355,33 @@ def demo(
     )
     _print_summary(summary)
     truth = build_synthetic().factor_layers
-    typer.echo("ground truth layer groups: " +
-               ", ".join(f"{name} {list(layers)}" for name, layers in truth.items()))
+    typer.echo(
+        "ground truth layer groups: "
+        + ", ".join(f"{name} {list(layers)}" for name, layers in truth.items())
+    )
     _print_outputs(RunDirectory(out))
 
 
 def _print_summary(summary: dict) -> None:
-    typer.echo(f"{'semantic':28s} {'K':>6s} {'delta(all)':>10s} {'peak layer':>10s} "
-               f"{'peak delta':>10s}  indistinguishable")
+    typer.echo(
+        f"{'semantic':28s} {'K':>6s} {'delta(all)':>10s} {'peak layer':>10s} "
+        f"{'peak delta':>10s}  indistinguishable"
+    )
     for name in summary["most_relevant"]:
         entry = summary["boundaries"][name]
-        typer.echo(f"{name:28s} {entry['k']:6d} {entry['delta_all_layers']:10.4f} "
-                   f"{entry['peak_layer']:10d} {entry['peak_delta']:10.4f}  "
-                   f"{entry['indistinguishable_layers']}")
+        typer.echo(
+            f"{name:28s} {entry['k']:6d} {entry['delta_all_layers']:10.4f} "
+            f"{entry['peak_layer']:10d} {entry['peak_delta']:10.4f}  "
+            f"{entry['indistinguishable_layers']}"
+        )
 
 
 def _print_outputs(run: RunDirectory) -> None:
-    typer.echo(f"\nheatmap: {run.heatmap}\ncross effects: {run.cross_effects}\n"
-               f"table:   {run.table}\nsummary: {run.summary}\nsamples: {run.samples}\n"
-               f"boundaries: {run.boundaries}")
+    typer.echo(
+        f"\nheatmap: {run.heatmap}\ncross effects: {run.cross_effects}\n"
+        f"table:   {run.table}\nsummary: {run.summary}\nsamples: {run.samples}\n"
+        f"boundaries: {run.boundaries}"
+    )
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Errors the engine raises for user mistakes (all are `RescoreError`s, see rescore.models.errors)."""
+"""Errors the engine raises for user mistakes (all `RescoreError`s; see rescore.models.errors)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,9 @@ def fit_boundaries(
     semantics = resolve_semantics(config.semantics, names)
     space = ("wp" if store.has("wp") else "w") if config.space == "auto" else config.space
     if space == "wp" and not store.has("wp"):
-        raise ScoreError(f"{store.path} holds no W+ codes; sample with --wplus or fit with --space w")
+        raise ScoreError(
+            f"{store.path} holds no W+ codes; sample with --wplus or fit with --space w"
+        )
     chosen = resolve_chosen_num(config.chosen_num, store.num_samples)
     codes = store.array(space)
     scores = store.array("scores")
@@ -98,8 +100,8 @@ def fit_boundaries(
             normal, offsets, accuracies = normal[None], float(offset), [accuracy]
         else:
             per_layer = [
-                fit_linear(data[:, l], labels, train, val, config.solver)
-                for l in range(data.shape[1])
+                fit_linear(data[:, layer], labels, train, val, config.solver)
+                for layer in range(data.shape[1])
             ]
             normal = np.stack([n for n, _, _ in per_layer])[None]  # [1, L, D]
             offsets = [float(o) for _, o, _ in per_layer]

@@ -16,7 +16,7 @@ _WORDS_PER_STEP = 4  # Philox-4x64 yields four uint64 words per counter incremen
 
 
 class Stream(IntEnum):
-    """Independent latent streams of one seed: sampling for fitting, and fresh latents for rescoring."""
+    """Independent latent streams of one seed: samples for fitting, fresh latents for rescoring."""
 
     SAMPLE = 0
     RESCORE = 1
@@ -28,7 +28,7 @@ def _steps_per_latent(dim: int) -> int:
 
 
 def latent_block(seed: int, stream: Stream, start: int, stop: int, dim: int) -> np.ndarray:
-    """Latents with indices [start, stop) of (seed, stream): float32 [stop - start, dim] ~ N(0, I)."""
+    """Latents [start, stop) of (seed, stream): float32 [stop - start, dim] ~ N(0, I)."""
     if not 0 <= start <= stop:
         raise ValueError(f"latent range [{start}, {stop}) is invalid")
     if seed < 0:

@@ -1,13 +1,13 @@
 """The output directory of a run: a documented, versioned interface other applications read.
 
-    DIR/samples.zarr     sampled codes and scores              (rescore.samples, format 1)
-    DIR/boundaries/      <semantic>.npy + <semantic>.json      (rescore.boundary, format 1)
-    DIR/rescore.zarr     per-sample original / manipulated scores (rescore.rescore, format 1)
-    DIR/rescore.csv      boundary,layer,semantic,delta,stderr,ci_low,ci_high,k
-    DIR/summary.json     peak layer per semantic               (rescore.summary, format 1)
-    DIR/heatmap.png      layers x semantics, normalized per semantic (paper Fig. 3a)
-    DIR/cross_effects.png  boundary x semantic Delta / own Delta (entanglement)
-    DIR/projections.zarr   signed distance of every sample to every boundary (rescore project)
+DIR/samples.zarr     sampled codes and scores              (rescore.samples, format 1)
+DIR/boundaries/      <semantic>.npy + <semantic>.json      (rescore.boundary, format 1)
+DIR/rescore.zarr     per-sample original / manipulated scores (rescore.rescore, format 1)
+DIR/rescore.csv      boundary,layer,semantic,delta,stderr,ci_low,ci_high,k
+DIR/summary.json     peak layer per semantic               (rescore.summary, format 1)
+DIR/heatmap.png      layers x semantics, normalized per semantic (paper Fig. 3a)
+DIR/cross_effects.png  boundary x semantic Delta / own Delta (entanglement)
+DIR/projections.zarr   signed distance of every sample to every boundary (rescore project)
 """
 
 from __future__ import annotations

@@ -23,8 +23,12 @@ from .store import ChunkedStore
 
 
 def sample_step(
-    run: RunDirectory, spec: ModelSpec, backend: BackendSpec, config: SampleConfig,
-    *, progress: bool = True,
+    run: RunDirectory,
+    spec: ModelSpec,
+    backend: BackendSpec,
+    config: SampleConfig,
+    *,
+    progress: bool = True,
 ) -> ChunkedStore:
     """1. Sample N latents, score them, write DIR/samples.zarr (resumable)."""
     run.ensure_writable()
@@ -59,8 +63,9 @@ def rescore_step(
         spec.check_digests(open_samples(run.samples).meta["identity"])
     boundaries = load_boundaries(boundary_paths or [run.boundaries])
     with open_model_session(spec, backend) as session:
-        store = rescore_boundaries(session, spec, boundaries, run.rescore_store, config,
-                                   progress=progress)
+        store = rescore_boundaries(
+            session, spec, boundaries, run.rescore_store, config, progress=progress
+        )
     table = delta_statistics(store, ci_method=ci_method, seed=config.seed)
     table.write_csv(run.table)
     return table
@@ -70,8 +75,11 @@ def report_step(run: RunDirectory, table: DeltaTable | None = None) -> dict[str,
     """4. Write DIR/summary.json, DIR/heatmap.png and DIR/cross_effects.png."""
     store = open_rescore(run.rescore_store)
     table = table or delta_statistics(store)
-    summary = summarize(table, distance=float(store.meta["identity"]["distance"]),
-                        finished=store.meta.get("finished"))
+    summary = summarize(
+        table,
+        distance=float(store.meta["identity"]["distance"]),
+        finished=store.meta.get("finished"),
+    )
     write_summary(summary, run.summary)
     write_heatmap(table, run.heatmap)
     write_cross_effects(table, run.cross_effects)

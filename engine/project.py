@@ -33,22 +33,32 @@ def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Pat
     """Project the samples store's codes onto `boundaries` into a new store at `path`."""
     groups = {space: [b for b in boundaries if b.space == space] for space in ("w", "wp")}
     if groups["wp"] and not samples.has("wp"):
-        raise ScoreError(f"{samples.path} holds no W+ codes for the per-layer boundaries "
-                         f"{[b.name for b in groups['wp']]}; sample with --wplus")
+        raise ScoreError(
+            f"{samples.path} holds no W+ codes for the per-layer boundaries "
+            f"{[b.name for b in groups['wp']]}; sample with --wplus"
+        )
     n, arrays = samples.num_samples, []
     if groups["w"]:
         arrays.append(ArraySpec("distance", (n, len(groups["w"])), ("sample", "boundary")))
     if groups["wp"]:
         layers = samples.array("wp").shape[1]
-        arrays.append(ArraySpec("distance_wp", (n, len(groups["wp"]), layers),
-                                ("sample", "boundary_wp", "layer")))
-    identity = {"samples": samples.meta["identity"],
-                "boundaries": [b.name for b in boundaries]}
+        arrays.append(
+            ArraySpec(
+                "distance_wp", (n, len(groups["wp"]), layers), ("sample", "boundary_wp", "layer")
+            )
+        )
+    identity = {"samples": samples.meta["identity"], "boundaries": [b.name for b in boundaries]}
     store = ChunkedStore.create_or_resume(
-        path, kind=PROJECTIONS_KIND, identity=identity, num_samples=n,
-        chunk_size=samples.chunk_size, arrays=arrays,
-        attrs={"boundary_names": [b.name for b in groups["w"]],
-               "boundary_wp_names": [b.name for b in groups["wp"]]},
+        path,
+        kind=PROJECTIONS_KIND,
+        identity=identity,
+        num_samples=n,
+        chunk_size=samples.chunk_size,
+        arrays=arrays,
+        attrs={
+            "boundary_names": [b.name for b in groups["w"]],
+            "boundary_wp_names": [b.name for b in groups["wp"]],
+        },
     )
     plans = [
         (space, name, np.concatenate([b.normal for b in groups[space]]), _offsets(groups[space]))
@@ -57,8 +67,11 @@ def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Pat
     ]  # normals [M, D] or [M, L, D]
     for chunk in store.pending_chunks():
         start, stop = store.chunk_range(chunk)
-        store.write_chunk(chunk, {
-            name: project(samples.array(space)[start:stop], normals, offsets)
-            for space, name, normals, offsets in plans
-        })
+        store.write_chunk(
+            chunk,
+            {
+                name: project(samples.array(space)[start:stop], normals, offsets)
+                for space, name, normals, offsets in plans
+            },
+        )
     return store

@@ -24,7 +24,7 @@ SUMMARY_FORMAT_VERSION = 1
 
 
 def own_semantic_index(table: DeltaTable) -> dict[int, int]:
-    """Boundary index -> index of the semantic it is named after (boundaries without one skipped)."""
+    """Boundary index -> index of the semantic it is named after (others are skipped)."""
     return {
         m: table.semantic_names.index(name)
         for m, name in enumerate(table.boundary_names)
@@ -32,7 +32,9 @@ def own_semantic_index(table: DeltaTable) -> dict[int, int]:
     }
 
 
-def summarize(table: DeltaTable, *, distance: float, finished: dict | None = None) -> dict[str, Any]:
+def summarize(
+    table: DeltaTable, *, distance: float, finished: dict | None = None
+) -> dict[str, Any]:
     """Per boundary: Delta at all layers, per-layer Delta, peak layer and the layers
     indistinguishable from it; the layer ranking of every (boundary, semantic); cross effects."""
     own = own_semantic_index(table)
@@ -41,8 +43,10 @@ def summarize(table: DeltaTable, *, distance: float, finished: dict | None = Non
     for m, name in enumerate(table.boundary_names):
         peaks, mask = table.indistinguishable_layers(m)
         ranking[name] = {
-            semantic: {"peak_layer": int(peaks[s]),
-                       "indistinguishable_layers": np.flatnonzero(mask[:, s]).tolist()}
+            semantic: {
+                "peak_layer": int(peaks[s]),
+                "indistinguishable_layers": np.flatnonzero(mask[:, s]).tolist(),
+            }
             for s, semantic in enumerate(table.semantic_names)
         }
         if m not in own:
@@ -61,14 +65,18 @@ def summarize(table: DeltaTable, *, distance: float, finished: dict | None = Non
             "layer_delta": [float(v) for v in per_layer],
             "layer_stderr": [float(v) for v in stderr],
         }
-    most_relevant = sorted(boundaries, key=lambda n: boundaries[n]["delta_all_layers"], reverse=True)
+    most_relevant = sorted(
+        boundaries, key=lambda n: boundaries[n]["delta_all_layers"], reverse=True
+    )
     cross_semantics = [table.semantic_names[s] for s in own.values()]
     return {
         "format": SUMMARY_FORMAT,
         "format_version": SUMMARY_FORMAT_VERSION,
         "rescore_version": __version__,
         "num_latents": table.count,
-        "k_per_boundary": {n: int(c) for n, c in zip(table.boundary_names, table.counts, strict=True)},
+        "k_per_boundary": {
+            n: int(c) for n, c in zip(table.boundary_names, table.counts, strict=True)
+        },
         "ci_method": table.ci_method,
         "distance": distance,
         "layers": list(table.layer_labels[1:]),
@@ -79,8 +87,9 @@ def summarize(table: DeltaTable, *, distance: float, finished: dict | None = Non
         "cross_effects": {
             "semantics": cross_semantics,
             "delta_all_layers": {
-                name: [float(table.delta[m, 0, table.semantic_names.index(c)])
-                       for c in cross_semantics]
+                name: [
+                    float(table.delta[m, 0, table.semantic_names.index(c)]) for c in cross_semantics
+                ]
                 for m, name in enumerate(table.boundary_names)
             },
         },
@@ -107,13 +116,21 @@ def write_heatmap(table: DeltaTable, path: Path) -> None:
     plt = _pyplot()
     own = own_semantic_index(table)
     # columns ordered by peak layer, so the hierarchy reads from left (early) to right (late)
-    own = dict(sorted(own.items(), key=lambda item: (
-        int(np.argmax(table.delta[item[0], 1:, item[1]])), table.boundary_names[item[0]])))
+    own = dict(
+        sorted(
+            own.items(),
+            key=lambda item: (
+                int(np.argmax(table.delta[item[0], 1:, item[1]])),
+                table.boundary_names[item[0]],
+            ),
+        )
+    )
     num_layers = len(table.layer_labels) - 1
     grid = np.zeros((num_layers, max(len(own), 1)))
     names = []
-    figure, axes = plt.subplots(figsize=(min(max(4.0, 0.45 * len(own) + 2.5), 40.0),
-                                         0.35 * num_layers + 2.2))
+    figure, axes = plt.subplots(
+        figsize=(min(max(4.0, 0.45 * len(own) + 2.5), 40.0), 0.35 * num_layers + 2.2)
+    )
     for column, (m, s) in enumerate(own.items()):
         names.append(table.boundary_names[m])
         per_layer = table.delta[m, 1:, s]
@@ -122,13 +139,23 @@ def write_heatmap(table: DeltaTable, path: Path) -> None:
         peaks, mask = table.indistinguishable_layers(m)
         for layer in np.flatnonzero(mask[:, s]):
             marker = "*" if layer == peaks[s] else "."
-            axes.plot(column, layer, marker, color="white", markersize=9 if marker == "*" else 6,
-                      markeredgecolor="black", markeredgewidth=0.4)
+            axes.plot(
+                column,
+                layer,
+                marker,
+                color="white",
+                markersize=9 if marker == "*" else 6,
+                markeredgecolor="black",
+                markeredgewidth=0.4,
+            )
     image = axes.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
     axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     axes.set_yticks(range(num_layers), [f"layer {i}" for i in range(num_layers)], fontsize=8)
-    axes.set_title(f"Delta per layer, normalized per semantic (K={table.count}; "
-                   f"* peak, . not distinguishable at 95%)", fontsize=9)
+    axes.set_title(
+        f"Delta per layer, normalized per semantic (K={table.count}; "
+        f"* peak, . not distinguishable at 95%)",
+        fontsize=9,
+    )
     figure.colorbar(image, ax=axes, fraction=0.04)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -146,12 +173,19 @@ def write_cross_effects(table: DeltaTable, path: Path) -> None:
         reference = table.delta[m, 0, own[m]] if m in own else matrix[m].max()
         matrix[m] = matrix[m] / reference if reference > 0 else 0.0
     size = max(len(columns), 1)
-    figure, axes = plt.subplots(figsize=(min(0.45 * size + 3.0, 40.0),
-                                         min(0.4 * len(rows) + 2.2, 40.0)))
-    image = axes.imshow(matrix, aspect="auto", cmap="magma", vmin=0.0,
-                        vmax=max(1.0, float(matrix.max())))
-    axes.set_xticks(range(len(columns)), [table.semantic_names[c] for c in columns], rotation=60,
-                    ha="right", fontsize=8)
+    figure, axes = plt.subplots(
+        figsize=(min(0.45 * size + 3.0, 40.0), min(0.4 * len(rows) + 2.2, 40.0))
+    )
+    image = axes.imshow(
+        matrix, aspect="auto", cmap="magma", vmin=0.0, vmax=max(1.0, float(matrix.max()))
+    )
+    axes.set_xticks(
+        range(len(columns)),
+        [table.semantic_names[c] for c in columns],
+        rotation=60,
+        ha="right",
+        fontsize=8,
+    )
     axes.set_yticks(rows, [f"move {n}" for n in table.boundary_names], fontsize=8)
     axes.set_title("Cross effects: Delta of each semantic / own Delta (all layers)", fontsize=9)
     figure.colorbar(image, ax=axes, fraction=0.04)

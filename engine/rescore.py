@@ -89,8 +89,11 @@ def rescore_boundaries(
         "chunk_size": config.chunk_size,
         "distance": config.distance,
         "boundaries": [
-            {"name": b.name, "space": b.space,
-             "sha256": hashlib.sha256(np.ascontiguousarray(b.normal).tobytes()).hexdigest()}
+            {
+                "name": b.name,
+                "space": b.space,
+                "sha256": hashlib.sha256(np.ascontiguousarray(b.normal).tobytes()).hexdigest(),
+            }
             for b in boundaries
         ],
         "semantic_names": semantics,
@@ -108,8 +111,12 @@ def rescore_boundaries(
             ArraySpec("z", (n, geometry.z_dim), ("sample", "z_dim")),
             ArraySpec("w", (n, geometry.w_dim), ("sample", "dim")),
             ArraySpec("original", (n, s), ("sample", "semantic")),
-            ArraySpec("manipulated", (n, m, k, s), ("sample", "boundary", "layer", "semantic"),
-                      inner_chunks=(1, k, s)),
+            ArraySpec(
+                "manipulated",
+                (n, m, k, s),
+                ("sample", "boundary", "layer", "semantic"),
+                inner_chunks=(1, k, s),
+            ),
             ArraySpec("active", (n, m), ("sample", "boundary"), dtype="uint8"),
         ],
         static={"directions": (directions, ("boundary", "layer", "dim"))},
@@ -118,8 +125,11 @@ def rescore_boundaries(
             "semantic_names": semantics,
             "layer_labels": layer_labels(num_layers),
             "sources": spec.sources(),
-            "session": {"backend": session.info.backend, "precision": session.info.precision,
-                        "device": session.info.device},
+            "session": {
+                "backend": session.info.backend,
+                "precision": session.info.precision,
+                "device": session.info.device,
+            },
         },
     )
     accumulators = accumulate(store)  # resumes the statistics of completed chunks
@@ -144,10 +154,16 @@ def rescore_boundaries(
                 scores = score_codes(session, flat, config.batch_size).reshape(k, count, s)
                 manipulated[:, b] = scores.transpose(1, 0, 2)  # [n, K, S]
                 bar.update(k * count)
-            store.write_chunk(index, {
-                "z": z, "w": w, "original": original, "manipulated": manipulated,
-                "active": np.broadcast_to(active, (count, m)).astype(np.uint8),
-            })
+            store.write_chunk(
+                index,
+                {
+                    "z": z,
+                    "w": w,
+                    "original": original,
+                    "manipulated": manipulated,
+                    "active": np.broadcast_to(active, (count, m)).astype(np.uint8),
+                },
+            )
             for b in np.flatnonzero(active):
                 accumulators[b].add(gains(original, manipulated[:, b : b + 1])[:, 0])
                 active[b] = not _target_met(accumulators[b], config.target, targeted)
@@ -176,10 +192,15 @@ def _finish_info(store, boundaries, accumulators, active, target, columns) -> di
         return {"reason": "complete", "k": counts}
     unmet = {
         b.name: float(np.nanmax(half_widths(a)[:, columns]))
-        for b, a, still in zip(boundaries, accumulators, active, strict=True) if still
+        for b, a, still in zip(boundaries, accumulators, active, strict=True)
+        if still
     }
-    return {"reason": "max_k" if unmet else "target_met", "k": counts,
-            "target_half_width": target.half_width, "unmet_max_half_width": unmet}
+    return {
+        "reason": "max_k" if unmet else "target_met",
+        "k": counts,
+        "target_half_width": target.half_width,
+        "unmet_max_half_width": unmet,
+    }
 
 
 def open_rescore(path: Path) -> ChunkedStore:

@@ -89,8 +89,11 @@ def sample_and_score(
         attrs={
             "semantic_names": list(session.semantic_names),
             "sources": spec.sources(),
-            "session": {"backend": session.info.backend, "precision": session.info.precision,
-                        "device": session.info.device},
+            "session": {
+                "backend": session.info.backend,
+                "precision": session.info.precision,
+                "device": session.info.device,
+            },
         },
     )
     pending = [c for c in store.pending_chunks() if chunks is None or c in set(chunks)]

@@ -97,11 +97,18 @@ class DeltaTable:
             for m, boundary in enumerate(self.boundary_names):
                 for k, layer in enumerate(self.layer_labels):
                     for s, semantic in enumerate(self.semantic_names):
-                        writer.writerow((
-                            boundary, layer, semantic, f"{self.delta[m, k, s]:.9g}",
-                            f"{self.stderr[m, k, s]:.9g}", f"{self.ci_low[m, k, s]:.9g}",
-                            f"{self.ci_high[m, k, s]:.9g}", int(self.counts[m]),
-                        ))
+                        writer.writerow(
+                            (
+                                boundary,
+                                layer,
+                                semantic,
+                                f"{self.delta[m, k, s]:.9g}",
+                                f"{self.stderr[m, k, s]:.9g}",
+                                f"{self.ci_low[m, k, s]:.9g}",
+                                f"{self.ci_high[m, k, s]:.9g}",
+                                int(self.counts[m]),
+                            )
+                        )
 
     def indistinguishable_layers(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """Boundary m: peak layer per semantic [S] and the mask [L, S] of layers whose paired
@@ -173,8 +180,13 @@ def delta_statistics(
         boundary_names=tuple(store.meta["boundary_names"]),
         layer_labels=tuple(store.meta["layer_labels"]),
         semantic_names=tuple(store.meta["semantic_names"]),
-        delta=delta, stderr=stderr, ci_low=low, ci_high=high, counts=counts,
-        ci_method=ci_method, accumulators=tuple(accumulators),
+        delta=delta,
+        stderr=stderr,
+        ci_low=low,
+        ci_high=high,
+        counts=counts,
+        ci_method=ci_method,
+        accumulators=tuple(accumulators),
     )
 
 
@@ -195,8 +207,9 @@ def bootstrap_intervals(
         boundary_gains = np.concatenate(parts).reshape(-1, num_sets * num_semantics)  # [n, K*S]
         if len(boundary_gains) < 2:
             continue
-        bounds = bootstrap_ci(boundary_gains, resamples, np.random.default_rng([seed, m]),
-                              confidence)
+        bounds = bootstrap_ci(
+            boundary_gains, resamples, np.random.default_rng([seed, m]), confidence
+        )
         low[m], high[m] = (b.reshape(num_sets, num_semantics) for b in bounds)
     return low, high
 

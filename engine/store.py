@@ -90,8 +90,10 @@ class ChunkedStore:
             store._check_identity(identity)
             return store
         if num_samples <= 0 or chunk_size <= 0:
-            raise StoreError(f"a store needs num_samples > 0 and chunk_size > 0 (got "
-                             f"{num_samples}, {chunk_size})")
+            raise StoreError(
+                f"a store needs num_samples > 0 and chunk_size > 0 (got "
+                f"{num_samples}, {chunk_size})"
+            )
         staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
             group = zarr.open_group(staging, mode="w")
@@ -109,22 +111,30 @@ class ChunkedStore:
             for name, (data, dims) in static.items():
                 group.create_array(name, data=np.asarray(data), dimension_names=dims)
             group.create_array(
-                LEDGER, shape=(num_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
+                LEDGER,
+                shape=(num_chunks,),
+                chunks=(1,),
+                dtype="uint8",
+                fill_value=0,
                 dimension_names=("chunk",),
             )
-            group.attrs[_ATTR] = _normalize({
-                "format": kind,
-                "format_version": FORMAT_VERSION,
-                "identity": identity,
-                "num_samples": num_samples,
-                "chunk_size": chunk_size,
-                "rescore_version": __version__,
-                **attrs,
-            })
+            group.attrs[_ATTR] = _normalize(
+                {
+                    "format": kind,
+                    "format_version": FORMAT_VERSION,
+                    "identity": identity,
+                    "num_samples": num_samples,
+                    "chunk_size": chunk_size,
+                    "rescore_version": __version__,
+                    **attrs,
+                }
+            )
             os.replace(staging, path)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
-            raise StoreError(f"cannot create store {path} ({error}); choose a writable --out") from error
+            raise StoreError(
+                f"cannot create store {path} ({error}); choose a writable --out"
+            ) from error
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -157,7 +167,8 @@ class ChunkedStore:
         keys = sorted(set(stored) | set(identity))
         differing = [k for k in keys if stored.get(k) != identity.get(k)]
         detail = "; ".join(
-            f"{k}: store={_short(stored.get(k))} now={_short(identity.get(k))}" for k in differing[:4]
+            f"{k}: store={_short(stored.get(k))} now={_short(identity.get(k))}"
+            for k in differing[:4]
         )
         raise StoreMismatchError(
             f"{self.path} was written by another run configuration ({detail}); "
@@ -205,16 +216,20 @@ class ChunkedStore:
         for name, data in values.items():
             array = self.group[name]
             if data.shape[0] != stop - start or tuple(data.shape[1:]) != tuple(array.shape[1:]):
-                raise ValueError(f"chunk {chunk} of '{name}': got {data.shape}, expected "
-                                 f"({stop - start}, {', '.join(map(str, array.shape[1:]))})")
+                raise ValueError(
+                    f"chunk {chunk} of '{name}': got {data.shape}, expected "
+                    f"({stop - start}, {', '.join(map(str, array.shape[1:]))})"
+                )
             array[start:stop] = data
         self.group[LEDGER][chunk] = 1
 
     def array(self, name: str) -> zarr.Array:
         """A data array of the store by name."""
         if name not in self.group:
-            raise StoreError(f"{self.path} has no array '{name}' (has: "
-                             f"{', '.join(sorted(self.group.array_keys()))})")
+            raise StoreError(
+                f"{self.path} has no array '{name}' (has: "
+                f"{', '.join(sorted(self.group.array_keys()))})"
+            )
         return self.group[name]
 
     def has(self, name: str) -> bool:

@@ -53,9 +53,10 @@ def read_checkpoint(path: Path | str, *, what: str) -> Any:
             f"with torch.save(model.state_dict(), path)"
         ) from error
     except (EOFError, RuntimeError, zipfile.BadZipFile, ValueError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else "unreadable"
         raise CheckpointError(
-            f"{what} {path} is truncated or corrupt ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'unreadable'}); download or copy it again"
+            f"{what} {path} is truncated or corrupt ({type(error).__name__}: {reason}); "
+            f"download or copy it again"
         ) from error
 
 

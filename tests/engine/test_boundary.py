@@ -10,8 +10,9 @@ from rescore.export.session import LatentGeometry
 
 
 def _geometry(dim=4, layers=3):
-    return LatentGeometry(dim, dim, layers, np.zeros(dim, np.float32),
-                          np.array([0.7, 1.0, 1.0][:layers], np.float32))
+    return LatentGeometry(
+        dim, dim, layers, np.zeros(dim, np.float32), np.array([0.7, 1.0, 1.0][:layers], np.float32)
+    )
 
 
 def test_round_trip_keeps_higan_layout(tmp_path):
@@ -30,10 +31,15 @@ def test_reads_higan_plain_and_pickled_dict_files(tmp_path):
     normal = np.random.default_rng(0).normal(size=(1, 4)).astype(np.float32)
     normal /= np.linalg.norm(normal)
     np.save(tmp_path / "wood_boundary.npy", normal)
-    np.save(tmp_path / "carpet_boundary.npy",
-            {"boundary": normal, "accuracy": np.float64(0.93), "name": "carpet"}, allow_pickle=True)
-    plain, pickled = load_boundary(tmp_path / "wood_boundary.npy"), load_boundary(
-        tmp_path / "carpet_boundary.npy")
+    np.save(
+        tmp_path / "carpet_boundary.npy",
+        {"boundary": normal, "accuracy": np.float64(0.93), "name": "carpet"},
+        allow_pickle=True,
+    )
+    plain, pickled = (
+        load_boundary(tmp_path / "wood_boundary.npy"),
+        load_boundary(tmp_path / "carpet_boundary.npy"),
+    )
     assert plain.name == "wood" and pickled.name == "carpet"
     assert np.allclose(plain.normal, normal) and np.allclose(pickled.normal, normal)
     assert [b.name for b in load_boundaries([tmp_path])] == ["carpet", "wood"]
@@ -46,8 +52,9 @@ class _Exploit:
 
 def test_pickled_code_is_refused_and_never_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    np.save(tmp_path / "evil.npy", np.array({"boundary": _Exploit()}, dtype=object),
-            allow_pickle=True)
+    np.save(
+        tmp_path / "evil.npy", np.array({"boundary": _Exploit()}, dtype=object), allow_pickle=True
+    )
     with pytest.raises(BoundaryError, match="never run code"):
         load_boundary(tmp_path / "evil.npy")
     assert not (tmp_path / "PWNED").exists()

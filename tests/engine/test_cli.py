@@ -29,20 +29,36 @@ def test_every_command_has_help_with_an_example(command):
 
 
 def test_unknown_names_suggest_close_ones(tmp_path):
-    line = _fails(["sample", "-o", str(tmp_path / "r"), "--generator", "stylgan", "-p", "color"],
-                  "unknown generator 'stylgan'")
+    line = _fails(
+        ["sample", "-o", str(tmp_path / "r"), "--generator", "stylgan", "-p", "color"],
+        "unknown generator 'stylgan'",
+    )
     assert "did you mean stylegan" in line
-    _fails(["sample", "-o", str(tmp_path / "r"), "--generator", "synthetic", "-p", "colour"],
-           "did you mean color")
+    _fails(
+        ["sample", "-o", str(tmp_path / "r"), "--generator", "synthetic", "-p", "colour"],
+        "did you mean color",
+    )
 
 
 def test_missing_and_truncated_checkpoints(tmp_path):
-    _fails(["sample", "-o", str(tmp_path / "r"), "--generator",
-            f"stylegan={tmp_path / 'none.pth'}", "-p", "color"], "not found")
+    _fails(
+        [
+            "sample",
+            "-o",
+            str(tmp_path / "r"),
+            "--generator",
+            f"stylegan={tmp_path / 'none.pth'}",
+            "-p",
+            "color",
+        ],
+        "not found",
+    )
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"PK\x03\x04 definitely not a whole checkpoint")
-    _fails(["sample", "-o", str(tmp_path / "r"), "--generator", f"stylegan={broken}", "-p",
-            "color"], "truncated or corrupt")
+    _fails(
+        ["sample", "-o", str(tmp_path / "r"), "--generator", f"stylegan={broken}", "-p", "color"],
+        "truncated or corrupt",
+    )
     assert not (tmp_path / "r" / "samples.zarr").exists()
 
 
@@ -56,8 +72,9 @@ def test_store_of_another_configuration_is_refused(tmp_path):
     out = str(tmp_path / "r")
     ok = runner.invoke(app, ["sample", "-o", out, *TOY, "-n", "20", "-q"])
     assert ok.exit_code == 0, ok.output
-    _fails(["sample", "-o", out, *TOY, "-n", "20", "--seed", "1", "-q"],
-           "another run configuration")
+    _fails(
+        ["sample", "-o", out, *TOY, "-n", "20", "--seed", "1", "-q"], "another run configuration"
+    )
 
 
 def test_fit_errors(tmp_path):
@@ -72,7 +89,8 @@ def test_fit_errors(tmp_path):
 def test_console_script_exit_code(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "rescore.engine.cli", "fit", "-o", str(tmp_path / "none")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("rescore: error:")

@@ -19,9 +19,21 @@ def test_condition_command_on_three_conditions(tmp_path):
     for name in names:
         save_boundary(bdir, Boundary(name, _unit(rng, (1, 16))))
     out = tmp_path / "cond"
-    result = runner.invoke(app, ["condition", str(bdir / "primal.npy"), "--on", str(bdir / "a.npy"),
-                                 "--on", str(bdir / "b.npy"), "--on", str(bdir / "c.npy"),
-                                 "--output", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "condition",
+            str(bdir / "primal.npy"),
+            "--on",
+            str(bdir / "a.npy"),
+            "--on",
+            str(bdir / "b.npy"),
+            "--on",
+            str(bdir / "c.npy"),
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     conditioned = load_boundary(out / "primal.npy")
     assert conditioned.name == "primal"
@@ -39,21 +51,47 @@ def test_condition_errors(tmp_path):
     save_boundary(bdir, Boundary("p", primal))
     save_boundary(bdir, Boundary("same", primal))
     save_boundary(bdir, Boundary("wide", _unit(rng, (1, 9))))
-    result = runner.invoke(app, ["condition", str(bdir / "p.npy"), "--on", str(bdir / "same.npy"),
-                                 "--output", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "condition",
+            str(bdir / "p.npy"),
+            "--on",
+            str(bdir / "same.npy"),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 2 and "span of the conditions" in result.stderr
-    result = runner.invoke(app, ["condition", str(bdir / "p.npy"), "--on", str(bdir / "wide.npy"),
-                                 "--output", str(tmp_path / "o")])
+    result = runner.invoke(
+        app,
+        [
+            "condition",
+            str(bdir / "p.npy"),
+            "--on",
+            str(bdir / "wide.npy"),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 2 and "shape" in result.stderr
 
 
 def test_project_command_matches_direct_projection(tmp_path):
     out = str(tmp_path / "run")
     toy = ["--generator", "toy_models:build_toy_generator", "-p", "toy_models:build_toy_predictor"]
-    assert runner.invoke(app, ["sample", "-o", out, *toy, "-n", "60", "--chunk-size", "25",
-                               "-q"]).exit_code == 0
-    assert runner.invoke(app, ["fit", "-o", out, "-s", "red", "-s", "blue", "--chosen-num", "15",
-                               "-q"]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["sample", "-o", out, *toy, "-n", "60", "--chunk-size", "25", "-q"]
+        ).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(
+            app, ["fit", "-o", out, "-s", "red", "-s", "blue", "--chosen-num", "15", "-q"]
+        ).exit_code
+        == 0
+    )
     result = runner.invoke(app, ["project", "-o", out])
     assert result.exit_code == 0, result.output
     import zarr

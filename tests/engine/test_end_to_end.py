@@ -27,7 +27,9 @@ def test_rescoring_recovers_the_synthetic_hierarchy(tmp_path):
     on a model whose ground truth is known)."""
     run = RunDirectory(tmp_path / "run")
     summary = run_all(
-        run, SYNTHETIC, BackendSpec("torch", "cpu"),
+        run,
+        SYNTHETIC,
+        BackendSpec("torch", "cpu"),
         SampleConfig(num_samples=3000, seed=0, chunk_size=1000, batch_size=250),
         FitConfig(chosen_num=450, space="w"),
         RescoreConfig(num_latents=120, chunk_size=60, batch_size=250),
@@ -46,9 +48,27 @@ def test_rescoring_recovers_the_synthetic_hierarchy(tmp_path):
 
 
 def _sample_command(out):
-    return [sys.executable, "-m", "rescore.engine.cli", "sample", "-o", str(out), "--generator",
-            "synthetic", "-p", "synthetic", "-n", "6000", "--chunk-size", "500",
-            "--batch-size", "250", "--device", "cpu", "-q"]
+    return [
+        sys.executable,
+        "-m",
+        "rescore.engine.cli",
+        "sample",
+        "-o",
+        str(out),
+        "--generator",
+        "synthetic",
+        "-p",
+        "synthetic",
+        "-n",
+        "6000",
+        "--chunk-size",
+        "500",
+        "--batch-size",
+        "250",
+        "--device",
+        "cpu",
+        "-q",
+    ]
 
 
 def test_killed_run_resumes_to_a_store_identical_to_an_uninterrupted_one(tmp_path):

@@ -17,8 +17,9 @@ from rescore.export.backends import BackendSpec
 from rescore.models.errors import UnknownNameError
 from rescore.models.registry import ModelRef
 
-SPEC = ModelSpec(ModelRef("toy_models:build_toy_generator"),
-                 (ModelRef("toy_models:build_toy_predictor"),))
+SPEC = ModelSpec(
+    ModelRef("toy_models:build_toy_generator"), (ModelRef("toy_models:build_toy_predictor"),)
+)
 CPU = BackendSpec("torch", "cpu")
 
 
@@ -28,11 +29,17 @@ def _arrays(store):
 
 def test_samples_are_independent_of_batch_size_and_chunk_order(tmp_path):
     with open_model_session(SPEC, CPU) as session:
-        a = sample_and_score(session, SPEC, tmp_path / "a.zarr",
-                             SampleConfig(50, 3, 16, batch_size=7), progress=False)
+        a = sample_and_score(
+            session,
+            SPEC,
+            tmp_path / "a.zarr",
+            SampleConfig(50, 3, 16, batch_size=7),
+            progress=False,
+        )
         config = SampleConfig(50, 3, 16, batch_size=32)
-        b = sample_and_score(session, SPEC, tmp_path / "b.zarr", config, chunks=[3, 1],
-                             progress=False)
+        b = sample_and_score(
+            session, SPEC, tmp_path / "b.zarr", config, chunks=[3, 1], progress=False
+        )
         assert b.pending_chunks() == [0, 2]
         b = sample_and_score(session, SPEC, tmp_path / "b.zarr", config, progress=False)
     first, second = _arrays(a), _arrays(b)
@@ -46,8 +53,9 @@ def test_samples_are_independent_of_batch_size_and_chunk_order(tmp_path):
 def test_fit_recovers_the_known_directions_and_refuses_bad_requests(tmp_path):
     run = RunDirectory(tmp_path / "run")
     sample_step(run, SPEC, CPU, SampleConfig(600, 0, 200), progress=False)
-    results = fit_step(run, FitConfig(chosen_num=100, semantics=("red", "green", "blue")),
-                       progress=False)
+    results = fit_step(
+        run, FitConfig(chosen_num=100, semantics=("red", "green", "blue")), progress=False
+    )
     for axis, result in enumerate(results):
         normal = result.boundary.normal[0]
         assert normal[axis] > 0.9, (result.boundary.name, normal)
@@ -55,8 +63,9 @@ def test_fit_recovers_the_known_directions_and_refuses_bad_requests(tmp_path):
         assert np.isclose(np.linalg.norm(normal), 1.0, atol=1e-5)
     store = open_samples(run.samples)
     with pytest.raises(ScoreError, match="one class"):
-        fit_boundaries(store, tmp_path / "b", FitConfig(chosen_num=50, semantics=("constant",)),
-                       progress=False)
+        fit_boundaries(
+            store, tmp_path / "b", FitConfig(chosen_num=50, semantics=("constant",)), progress=False
+        )
     with pytest.raises(ScoreError, match="half the store"):
         fit_boundaries(store, tmp_path / "b", FitConfig(chosen_num=301), progress=False)
     with pytest.raises(UnknownNameError, match="did you mean green"):
@@ -67,8 +76,9 @@ def test_rescore_delta_matches_stored_scores_and_finds_the_driving_layer(tmp_pat
     run = RunDirectory(tmp_path / "run")
     sample_step(run, SPEC, CPU, SampleConfig(600, 0, 200), progress=False)
     fit_step(run, FitConfig(chosen_num=100, semantics=("red", "green", "blue")), progress=False)
-    table = rescore_step(run, CPU, RescoreConfig(num_latents=90, chunk_size=40, batch_size=17),
-                         progress=False)
+    table = rescore_step(
+        run, CPU, RescoreConfig(num_latents=90, chunk_size=40, batch_size=17), progress=False
+    )
     summary = report_step(run, table)
     # Delta recomputed from the stored per-sample scores equals the engine's
     from rescore.engine.rescore import open_rescore
@@ -107,7 +117,7 @@ def test_adaptive_k_stops_when_the_target_is_met_and_not_before(tmp_path):
         assert table.counts[m] == k and 20 <= k < 2000 and k % 20 == 0
         assert np.all(active[:k, m]) and not np.any(active[k:, m])  # a prefix of latents
 
-        def worst(count):
+        def worst(count, m=m):
             g = all_gains[:count, m][:, :, columns]
             return np.max(Z_95 * g.std(axis=0, ddof=1) / np.sqrt(count))
 

@@ -7,7 +7,11 @@ from rescore.engine.store import ArraySpec, ChunkedStore
 
 def _create(path, identity=None, n=10, chunk=4):
     return ChunkedStore.create_or_resume(
-        path, kind="test.kind", identity=identity or {"seed": 1}, num_samples=n, chunk_size=chunk,
+        path,
+        kind="test.kind",
+        identity=identity or {"seed": 1},
+        num_samples=n,
+        chunk_size=chunk,
         arrays=[ArraySpec("x", (n, 3), ("sample", "dim"))],
         static={"w_avg": (np.arange(3, dtype=np.float32), ("dim",))},
     )
