@@ -88,6 +88,7 @@ def rescore_boundaries(
         "num_latents": n,
         "chunk_size": config.chunk_size,
         "distance": config.distance,
+        "truncation": [round(float(c), 6) for c in geometry.truncation],
         "boundaries": [
             {
                 "name": b.name,

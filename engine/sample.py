@@ -71,6 +71,7 @@ def sample_and_score(
         "num_samples": n,
         "chunk_size": chunk,
         "save_wp": config.save_wp,
+        "truncation": [round(float(c), 6) for c in geometry.truncation],
         "semantic_names": list(session.semantic_names),
         "backend": session.info.backend,
         "precision": session.info.precision,

@@ -128,3 +128,48 @@ def test_adaptive_k_stops_when_the_target_is_met_and_not_before(tmp_path):
     assert summary["k_per_boundary"] == {
         name: int(count) for name, count in zip(table.boundary_names, table.counts, strict=True)
     }
+
+
+def test_linear_svc_agrees_with_higan_svc(tmp_path):
+    run = RunDirectory(tmp_path / "run")
+    sample_step(run, SPEC, CPU, SampleConfig(1200, 0, 400), progress=False)
+    store = open_samples(run.samples)
+    normals = {}
+    for solver in ("svc", "linear_svc"):
+        (result,) = fit_boundaries(
+            store, tmp_path / solver, FitConfig(chosen_num=300, solver=solver, semantics=("green",)),
+            progress=False,
+        )
+        normals[solver] = result.boundary.normal[0]
+    assert float(normals["svc"] @ normals["linear_svc"]) > 0.95
+
+
+def test_nan_scores_are_reported_with_their_count(tmp_path):
+    spec = ModelSpec(SPEC.generator, (ModelRef("toy_models:build_nan_predictor"),))
+    run = RunDirectory(tmp_path / "run")
+    store = sample_step(run, spec, CPU, SampleConfig(100, 0, 50), progress=False)
+    expected = int(np.isnan(store.array("scores")[:, 0]).sum())
+    assert 0 < expected < 100
+    with pytest.raises(ScoreError, match=f"has {expected} NaN/inf scores"):
+        fit_step(run, FitConfig(chosen_num=10, semantics=("red",)), progress=False)
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_delta(tmp_path):
+    from rescore.engine.rescore import open_rescore
+    from rescore.engine.stats import delta_statistics
+
+    run = RunDirectory(tmp_path / "run")
+    sample_step(run, SPEC, CPU, SampleConfig(400, 0, 200), progress=False)
+    fit_step(run, FitConfig(chosen_num=80, semantics=("red",)), progress=False)
+    rescore_step(run, CPU, RescoreConfig(num_latents=120, chunk_size=60), progress=False)
+    store = open_rescore(run.rescore_store)
+    first = delta_statistics(store, ci_method="bootstrap", resamples=400, seed=3)
+    again = delta_statistics(store, ci_method="bootstrap", resamples=400, seed=3)
+    normal = delta_statistics(store)
+    assert np.array_equal(first.ci_low, again.ci_low) and np.array_equal(first.ci_high, again.ci_high)
+    moved = normal.delta > 1e-3
+    assert np.all(first.ci_low[moved] <= first.delta[moved] + 1e-7)
+    assert np.all(first.ci_high[moved] >= first.delta[moved] - 1e-7)
+    # both intervals describe the same uncertainty: widths within a factor of 1.5
+    ratio = (first.ci_high - first.ci_low)[moved] / (normal.ci_high - normal.ci_low)[moved]
+    assert np.all((ratio > 0.67) & (ratio < 1.5)), ratio

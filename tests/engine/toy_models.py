@@ -67,3 +67,16 @@ def build_toy_generator(path: Path | None, options: GeneratorOptions) -> nn.Modu
 
 def build_toy_predictor(path: Path | None) -> nn.Module:
     return ToyPredictor()
+
+
+class NanPredictor(ToyPredictor):
+    """Like ToyPredictor, but 'red' is NaN wherever the red channel is negative."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scores = super().forward(images)
+        scores[:, 0] = torch.where(scores[:, 0] < 0, torch.nan, scores[:, 0])
+        return scores
+
+
+def build_nan_predictor(path: Path | None) -> nn.Module:
+    return NanPredictor()
