@@ -49,6 +49,9 @@ Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Seed = Annotated[int, typer.Option(help="Seed of the latent source.")]
 BatchSize = Annotated[int, typer.Option(help="Codes per generate-and-score pass.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TruncationPsi = Annotated[float | None, typer.Option(help="Truncation psi (model default 0.7).")]
+TruncationLayers = Annotated[int | None, typer.Option(help="Truncated layers (model default).")]
+ModelSeed = Annotated[int, typer.Option(help="Seed of seed-built models (synthetic).")]
 
 
 def _user_errors(command):
@@ -91,9 +94,9 @@ def sample(
     chunk_size: Annotated[int, typer.Option(help="Latents per store chunk (work unit).")] = 1024,
     batch_size: BatchSize = 32,
     wplus: Annotated[bool, typer.Option("--wplus", help="Also store truncated W+ codes.")] = False,
-    truncation_psi: Annotated[float | None, typer.Option(help="Truncation psi.")] = None,
-    truncation_layers: Annotated[int | None, typer.Option(help="Truncated layers.")] = None,
-    model_seed: Annotated[int, typer.Option(help="Seed of seed-built models (synthetic).")] = 0,
+    truncation_psi: TruncationPsi = None,
+    truncation_layers: TruncationLayers = None,
+    model_seed: ModelSeed = 0,
     backend: Backend = "auto",
     device: Device = "auto",
     quiet: Quiet = False,
@@ -302,9 +305,9 @@ def run(
     distance: Annotated[float, typer.Option(help="Manipulation distance lambda.")] = 2.0,
     seed: Seed = 0,
     batch_size: BatchSize = 32,
-    truncation_psi: Annotated[float | None, typer.Option(help="Truncation psi.")] = None,
-    truncation_layers: Annotated[int | None, typer.Option(help="Truncated layers.")] = None,
-    model_seed: Annotated[int, typer.Option(help="Seed of seed-built models (synthetic).")] = 0,
+    truncation_psi: TruncationPsi = None,
+    truncation_layers: TruncationLayers = None,
+    model_seed: ModelSeed = 0,
     backend: Backend = "auto",
     device: Device = "auto",
     quiet: Quiet = False,

@@ -31,7 +31,7 @@ from .boundary import Boundary
 from .errors import ScoreError
 from .fit import resolve_semantics
 from .latents import Stream, latent_block
-from .scoring import map_latents, score_codes
+from .scoring import map_latents, score_codes, session_identity, session_record
 from .spec import ModelSpec
 from .stats import GainAccumulator, accumulate, gains, half_widths
 from .store import ArraySpec, ChunkedStore
@@ -88,7 +88,6 @@ def rescore_boundaries(
         "num_latents": n,
         "chunk_size": config.chunk_size,
         "distance": config.distance,
-        "truncation": [round(float(c), 6) for c in geometry.truncation],
         "boundaries": [
             {
                 "name": b.name,
@@ -97,10 +96,8 @@ def rescore_boundaries(
             }
             for b in boundaries
         ],
-        "semantic_names": semantics,
         "target": asdict(config.target) if config.target else None,
-        "backend": session.info.backend,
-        "precision": session.info.precision,
+        **session_identity(session),
     }
     store = ChunkedStore.create_or_resume(
         path,
@@ -126,11 +123,7 @@ def rescore_boundaries(
             "semantic_names": semantics,
             "layer_labels": layer_labels(num_layers),
             "sources": spec.sources(),
-            "session": {
-                "backend": session.info.backend,
-                "precision": session.info.precision,
-                "device": session.info.device,
-            },
+            "session": session_record(session),
         },
     )
     accumulators = accumulate(store)  # resumes the statistics of completed chunks

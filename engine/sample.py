@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from rescore.export.session import ScoringSession
 
 from .latents import Stream, latent_block
-from .scoring import map_latents, score_codes
+from .scoring import map_latents, score_codes, session_identity, session_record
 from .spec import ModelSpec
 from .store import ArraySpec, ChunkedStore
 
@@ -71,10 +71,7 @@ def sample_and_score(
         "num_samples": n,
         "chunk_size": chunk,
         "save_wp": config.save_wp,
-        "truncation": [round(float(c), 6) for c in geometry.truncation],
-        "semantic_names": list(session.semantic_names),
-        "backend": session.info.backend,
-        "precision": session.info.precision,
+        **session_identity(session),
     }
     store = ChunkedStore.create_or_resume(
         path,
@@ -90,11 +87,7 @@ def sample_and_score(
         attrs={
             "semantic_names": list(session.semantic_names),
             "sources": spec.sources(),
-            "session": {
-                "backend": session.info.backend,
-                "precision": session.info.precision,
-                "device": session.info.device,
-            },
+            "session": session_record(session),
         },
     )
     pending = [c for c in store.pending_chunks() if chunks is None or c in set(chunks)]

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rescore.export.session import ScoringSession
+
+
+def session_identity(session: ScoringSession) -> dict[str, Any]:
+    """What of a session determines stored scores (part of every store's identity)."""
+    return {
+        "semantic_names": list(session.semantic_names),
+        "truncation": [round(float(c), 6) for c in session.geometry.truncation],
+        "backend": session.info.backend,
+        "precision": session.info.precision,
+    }
+
+
+def session_record(session: ScoringSession) -> dict[str, str]:
+    """Which backend, precision and device produced a store (its `session` attribute)."""
+    info = session.info
+    return {"backend": info.backend, "precision": info.precision, "device": info.device}
 
 
 def map_latents(session: ScoringSession, z: np.ndarray, batch_size: int) -> np.ndarray:
