@@ -174,7 +174,7 @@ def write_cross_effects(table: DeltaTable, path: Path) -> None:
         matrix[m] = matrix[m] / reference if reference > 0 else 0.0
     size = max(len(columns), 1)
     figure, axes = plt.subplots(
-        figsize=(min(0.45 * size + 3.0, 40.0), min(0.4 * len(rows) + 2.2, 40.0))
+        figsize=(min(max(0.45 * size + 3.0, 5.5), 40.0), min(0.4 * len(rows) + 2.2, 40.0))
     )
     image = axes.imshow(
         matrix, aspect="auto", cmap="magma", vmin=0.0, vmax=max(1.0, float(matrix.max()))
@@ -187,7 +187,9 @@ def write_cross_effects(table: DeltaTable, path: Path) -> None:
         fontsize=8,
     )
     axes.set_yticks(rows, [f"move {n}" for n in table.boundary_names], fontsize=8)
-    axes.set_title("Cross effects: Delta of each semantic / own Delta (all layers)", fontsize=9)
+    axes.set_title(
+        "Cross effects (all layers moved):\nDelta of each semantic / own Delta", fontsize=9
+    )
     figure.colorbar(image, ax=axes, fraction=0.04)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
