@@ -292,6 +292,40 @@ def project(
 
 @app.command()
 @_user_errors
+def grid(
+    out: Out,
+    boundary: Annotated[Path, typer.Option("--boundary", "-b", help="Boundary .npy to show.")],
+    layers: Annotated[str, typer.Option(help="Layers to move: all, 3, 0-4 or 0,2,5-7.")] = "all",
+    num: Annotated[int, typer.Option("--num", "-n", help="Latents (rows).")] = 4,
+    steps: Annotated[int, typer.Option(help="Columns from -distance to +distance.")] = 5,
+    distance: Annotated[float, typer.Option(help="Largest distance.")] = 3.0,
+    seed: Seed = 0,
+    device: Device = "auto",
+) -> None:
+    """Render a manipulation grid (rows: latents, columns: distances) to OUT/grids/, using the
+    models recorded in OUT/samples.zarr.
+
+    Example:  rescore grid -o runs/bedroom -b runs/bedroom/boundaries/indoor_lighting.npy
+              --layers 6-11
+    """
+    from .boundary import load_boundary
+    from .grid import manipulation_grid, parse_layers, save_grid
+    from .spec import open_model_session
+
+    run_dir = RunDirectory(out).ensure_writable()
+    chosen = load_boundary(boundary)
+    with open_model_session(
+        pipeline.model_spec_of(run_dir), BackendSpec("torch", device)
+    ) as session:
+        mask = parse_layers(layers, session.geometry.num_layers)
+        image = manipulation_grid(
+            session, chosen, mask, num_latents=num, steps=steps, distance=distance, seed=seed
+        )
+    typer.echo(f"grid: {save_grid(image, run_dir.root / 'grids', chosen, layers)}")
+
+
+@app.command()
+@_user_errors
 def run(
     out: Out,
     generator: Generator,

@@ -137,7 +137,9 @@ def test_linear_svc_agrees_with_higan_svc(tmp_path):
     normals = {}
     for solver in ("svc", "linear_svc"):
         (result,) = fit_boundaries(
-            store, tmp_path / solver, FitConfig(chosen_num=300, solver=solver, semantics=("green",)),
+            store,
+            tmp_path / solver,
+            FitConfig(chosen_num=300, solver=solver, semantics=("green",)),
             progress=False,
         )
         normals[solver] = result.boundary.normal[0]
@@ -166,7 +168,9 @@ def test_bootstrap_intervals_are_seeded_and_bracket_delta(tmp_path):
     first = delta_statistics(store, ci_method="bootstrap", resamples=400, seed=3)
     again = delta_statistics(store, ci_method="bootstrap", resamples=400, seed=3)
     normal = delta_statistics(store)
-    assert np.array_equal(first.ci_low, again.ci_low) and np.array_equal(first.ci_high, again.ci_high)
+    assert np.array_equal(first.ci_low, again.ci_low) and np.array_equal(
+        first.ci_high, again.ci_high
+    )
     moved = normal.delta > 1e-3
     assert np.all(first.ci_low[moved] <= first.delta[moved] + 1e-7)
     assert np.all(first.ci_high[moved] >= first.delta[moved] - 1e-7)
