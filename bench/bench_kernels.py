@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
 from rescore.kernels import (
     condition,
     layer_sets_all_and_each,

@@ -46,7 +46,9 @@ def naive_scores(generator, predictor, wp: np.ndarray, device: torch.device) -> 
                 ((np.asarray(resized, np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
             )
         with torch.no_grad():
-            logits, features = network(torch.from_numpy(np.stack(batch)).to(device))
+            features = network.pooled_features(torch.from_numpy(np.stack(batch)).to(device))
+            # HiGAN clamps the fc weight at >= 0 in place (a Places365 demo quirk)
+            logits = features @ predictor.category_weight().T + network.fc.bias
         categories = torch.softmax(logits, dim=1).cpu().numpy()
         attributes = features.cpu().numpy() @ predictor.attribute_weight.cpu().numpy().T
         outputs.append(np.concatenate([categories, attributes], axis=1))

@@ -44,7 +44,17 @@ Predictors = Annotated[
         help="Predictor NAME[=PATH], repeatable: places365=/w/places365, color, synthetic.",
     ),
 ]
-Backend = Annotated[str, typer.Option(help="Scoring backend: auto or torch.")]
+Backend = Annotated[
+    str,
+    typer.Option(help="Scoring backend: auto (fastest here), torch, onnxruntime or tensorrt."),
+]
+Precision = Annotated[str, typer.Option(help="fp32, or fp16/bf16 (tensorrt backend).")]
+CacheDir = Annotated[
+    Path | None, typer.Option(help="Cache of exported graphs and engines (~/.cache/rescore).")
+]
+OnnxDir = Annotated[
+    Path | None, typer.Option(help="Use the ONNX files `rescore export` wrote there.")
+]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Seed = Annotated[int, typer.Option(help="Seed of the latent source.")]
 BatchSize = Annotated[int, typer.Option(help="Codes per generate-and-score pass.")]
@@ -69,6 +79,17 @@ def _user_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _backend_spec(
+    backend: str,
+    device: str,
+    precision: str,
+    cache_dir: Path | None,
+    onnx_dir: Path | None,
+    batch_size: int,
+) -> BackendSpec:
+    return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=batch_size)
 
 
 def _spec(
@@ -99,6 +120,9 @@ def sample(
     model_seed: ModelSeed = 0,
     backend: Backend = "auto",
     device: Device = "auto",
+    precision: Precision = "fp32",
+    cache_dir: CacheDir = None,
+    onnx_dir: OnnxDir = None,
     quiet: Quiet = False,
 ) -> None:
     """Sample N latents, score every image, write OUT/samples.zarr (rerun to resume).
@@ -110,7 +134,7 @@ def sample(
     store = pipeline.sample_step(
         RunDirectory(out),
         spec,
-        BackendSpec(backend, device),
+        _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, chunk_size, batch_size, wplus),
         progress=not quiet,
     )
@@ -185,6 +209,9 @@ def rescore(
     ci: Annotated[str, typer.Option(help="CI method: normal or bootstrap (seeded).")] = "normal",
     backend: Backend = "auto",
     device: Device = "auto",
+    precision: Precision = "fp32",
+    cache_dir: CacheDir = None,
+    onnx_dir: OnnxDir = None,
     quiet: Quiet = False,
 ) -> None:
     """Move K fresh latents along each boundary at all layers and at each layer, score every
@@ -205,7 +232,7 @@ def rescore(
     config = RescoreConfig(max_k or num, seed, distance, chunk_size, batch_size, target)
     table = pipeline.rescore_step(
         run,
-        BackendSpec(backend, device),
+        _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         config,
         boundary_paths=list(boundary) or None,
         spec=spec,
@@ -324,6 +351,43 @@ def grid(
     typer.echo(f"grid: {save_grid(image, run_dir.root / 'grids', chosen, layers)}")
 
 
+@app.command(name="export")
+@_user_errors
+def export_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the ONNX files.")],
+    generator: Generator,
+    predictor: Predictors,
+    part: Annotated[
+        list[str],
+        typer.Option(help="mapping, synthesis, predictors, fused (repeatable; default all)."),
+    ] = [],
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
+    truncation_psi: TruncationPsi = None,
+    truncation_layers: TruncationLayers = None,
+    model_seed: ModelSeed = 0,
+) -> None:
+    """Export the mapping network, the synthesis network, each predictor and the fused
+    generate-and-score pass to ONNX (dynamic batch axis), each with a JSON sidecar. Use the
+    files with --onnx-dir on sample/rescore/run (onnxruntime or tensorrt backends).
+
+    Example:  rescore export -o onnx/bedroom --generator stylegan=w/g.pth -p places365=w/places365
+    """
+    from rescore.export.onnx import PARTS, ExportSettings, export_onnx
+    from rescore.models.registry import build_generator, build_predictor
+
+    spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed)
+    result = export_onnx(
+        build_generator(spec.generator, spec.options),
+        [build_predictor(ref) for ref in spec.predictors],
+        out,
+        settings=ExportSettings(opset=opset),
+        parts=tuple(part) or PARTS,
+        sources=spec.identity(),
+    )
+    for name, graph in result.graphs.items():
+        typer.echo(f"{name:14s} {graph.path}")
+
+
 @app.command()
 @_user_errors
 def run(
@@ -344,6 +408,9 @@ def run(
     model_seed: ModelSeed = 0,
     backend: Backend = "auto",
     device: Device = "auto",
+    precision: Precision = "fp32",
+    cache_dir: CacheDir = None,
+    onnx_dir: OnnxDir = None,
     quiet: Quiet = False,
 ) -> None:
     """sample -> fit -> rescore -> report into one directory.
@@ -354,7 +421,7 @@ def run(
     summary = pipeline.run_all(
         RunDirectory(out),
         spec,
-        BackendSpec(backend, device),
+        _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, 1024, batch_size, wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
         RescoreConfig(rescore_num, seed, distance, 256, batch_size),
@@ -380,7 +447,7 @@ def demo(
     from rescore.models.synthetic import build_synthetic
 
     spec = ModelSpec(ModelRef("synthetic"), (ModelRef("synthetic"),))
-    n, chosen, k = (800, 150, 48) if quick else (10_000, 1500, 800)
+    n, chosen, k = (800, 150, 48) if quick else (20_000, 2000, 2000)
     summary = pipeline.run_all(
         RunDirectory(out),
         spec,

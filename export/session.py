@@ -41,9 +41,7 @@ class LatentGeometry:
     def truncate(self, w: np.ndarray) -> np.ndarray:
         """w [N, D] -> wp [N, L, D]: wp[:, l] = w_avg + (w - w_avg) * psi_l."""
         w_avg = self.w_avg[None, None, :]
-        return (w_avg + (w[:, None, :] - w_avg) * self.truncation[None, :, None]).astype(
-            np.float32
-        )
+        return (w_avg + (w[:, None, :] - w_avg) * self.truncation[None, :, None]).astype(np.float32)
 
 
 class ScoringSession(Protocol):
@@ -68,6 +66,17 @@ class ScoringSession(Protocol):
     def __enter__(self) -> ScoringSession: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+def latent_geometry(generator: Generator) -> LatentGeometry:
+    """The generator's latent shapes, w_avg and truncation, as host arrays."""
+    return LatentGeometry(
+        z_dim=int(generator.z_dim),
+        w_dim=int(generator.w_dim),
+        num_layers=int(generator.num_layers),
+        w_avg=generator.average_w().detach().float().cpu().numpy().reshape(-1),
+        truncation=generator.truncation_coefficients().detach().float().cpu().numpy().reshape(-1),
+    )
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -110,13 +119,7 @@ class TorchSession:
         self.scoring_pass = ScoringPass(generator, predictors).to(self.device).eval()
         self.semantic_names = self.scoring_pass.semantic_names
         self.info = SessionInfo(backend="torch", precision="fp32", device=str(self.device))
-        self.geometry = LatentGeometry(
-            z_dim=int(generator.z_dim),
-            w_dim=int(generator.w_dim),
-            num_layers=int(generator.num_layers),
-            w_avg=generator.average_w().detach().float().cpu().numpy().reshape(-1),
-            truncation=generator.truncation_coefficients().detach().float().cpu().numpy().reshape(-1),
-        )
+        self.geometry = latent_geometry(generator)
 
     def __enter__(self) -> TorchSession:
         return self
@@ -127,7 +130,9 @@ class TorchSession:
     @torch.inference_mode()
     def map(self, z: np.ndarray) -> np.ndarray:
         _check_shape(z, (self.geometry.z_dim,), "z")
-        w = self.generator.map(torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device))
+        w = self.generator.map(
+            torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device)
+        )
         return w.float().cpu().numpy()
 
     @torch.inference_mode()

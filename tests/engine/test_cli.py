@@ -113,3 +113,66 @@ def test_boundary_of_another_model_is_refused(tmp_path):
         "9 layers",
     )
     assert not (tmp_path / "r" / "rescore.zarr").exists()
+
+
+def test_missing_gpu_backend_is_one_clear_line(tmp_path):
+    line = _fails(
+        ["sample", "-o", str(tmp_path / "r"), *TOY, "-n", "10", "--backend", "tensorrt"], "tensorrt"
+    )
+    assert "pip install" in line or "GPU" in line
+    _fails(
+        [
+            "sample",
+            "-o",
+            str(tmp_path / "r"),
+            *TOY,
+            "-n",
+            "10",
+            "--backend",
+            "torch",
+            "--precision",
+            "fp16",
+        ],
+        "fp32 only",
+    )
+    assert not (tmp_path / "r" / "samples.zarr").exists()
+
+
+def test_export_then_sample_from_the_exported_files(tmp_path):
+    import zarr
+
+    onnx_dir = tmp_path / "onnx"
+    result = runner.invoke(app, ["export", "-o", str(onnx_dir), *TOY])
+    assert result.exit_code == 0, result.output
+    assert (onnx_dir / "fused.onnx").is_file() and (onnx_dir / "fused.json").is_file()
+    out = tmp_path / "r"
+    result = runner.invoke(
+        app,
+        [
+            "sample",
+            "-o",
+            str(out),
+            *TOY,
+            "-n",
+            "30",
+            "--backend",
+            "onnxruntime",
+            "--onnx-dir",
+            str(onnx_dir),
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    onnx_store = zarr.open_group(out / "samples.zarr", mode="r")
+    assert onnx_store.attrs["rescore"]["identity"]["backend"] == "onnxruntime"
+    torch_out = tmp_path / "t"
+    assert (
+        runner.invoke(
+            app, ["sample", "-o", str(torch_out), *TOY, "-n", "30", "--backend", "torch", "-q"]
+        ).exit_code
+        == 0
+    )
+    torch_store = zarr.open_group(torch_out / "samples.zarr", mode="r")
+    import numpy as np
+
+    assert np.allclose(onnx_store["scores"][:], torch_store["scores"][:], rtol=1e-4, atol=1e-5)

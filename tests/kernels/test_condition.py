@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from rescore.kernels import DegenerateConditionError, condition
 
 IMPLS = ("ref", "numba")

@@ -10,6 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 import zarr
+
 from rescore.kernels import NumbaUnavailableError, _dispatch, manipulate, project, select_top_bottom
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from rescore.kernels import layer_sets_all_and_each, manipulate
 
 IMPLS = ("ref", "numba")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+
 from rescore.kernels import select_top_bottom
 
 IMPLS = ("ref", "numba")

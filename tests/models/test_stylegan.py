@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from rescore.models.base import Generator
 from rescore.models.errors import CheckpointError, ShapeMismatchError
 from rescore.models.stylegan import StyleGANGenerator, load_stylegan, save_random_stylegan

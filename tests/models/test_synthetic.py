@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from scipy.stats import pearsonr, spearmanr
+
 from rescore.models.base import Generator, Predictor, truncate
 from rescore.models.errors import ShapeMismatchError
 from rescore.models.synthetic import (
@@ -13,7 +15,6 @@ from rescore.models.synthetic import (
     default_layer_groups,
 )
 from rescore.models.synthetic_render import FACTORS, render_scene, speck_pattern
-from scipy.stats import pearsonr, spearmanr
 
 
 def _z(n: int, seed: int, dim: int = 32) -> torch.Tensor:

@@ -1,0 +1,178 @@
+"""The ONNX Runtime backend: the exported fused pass on the CPU or CUDA execution provider.
+
+    OrtSession(graphs, geometry, semantic_names, device=...)
+        map(z)    -> mapping.onnx     z [B, Z]     -> w [B, D]
+        score(wp) -> fused.onnx       wp [B, L, D] -> scores [B, S]; images never leave the graph
+        render(wp)-> synthesis.onnx   (opened on the first call), quantized like the reference
+
+On CUDA, inputs are uploaded into device `OrtValue`s and outputs bound to device memory (I/O
+binding); only the scores come back. ONNX Runtime would silently drop a provider it cannot start,
+so the session checks which providers really run and refuses to pretend. fp32 only: reduced
+precision is the TensorRT backend's job. onnxruntime is imported here, lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from rescore.models.errors import BackendUnavailableError
+
+from .graphs import GraphFiles
+from .onnx import ExportedGraph, ExportError
+from .session import LatentGeometry, SessionInfo, _check_shape, quantize_images
+
+log = logging.getLogger(__name__)
+
+_CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+
+
+def import_onnxruntime() -> Any:
+    """The onnxruntime module, or a `BackendUnavailableError` naming the fix."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"the onnxruntime backend needs the onnxruntime package ({error}); "
+            f"pip install onnxruntime (or rescore[gpu] for CUDA), or use --backend torch"
+        ) from error
+    return onnxruntime
+
+
+def check_onnxruntime(device: torch.device) -> Any:
+    """onnxruntime, if it can run on `device`; else a `BackendUnavailableError` naming the fix."""
+    ort = import_onnxruntime()
+    if device.type not in ("cpu", "cuda"):
+        raise BackendUnavailableError(f"onnxruntime runs on cpu or cuda, not '{device}'")
+    if device.type == "cuda" and _CUDA not in ort.get_available_providers():
+        raise BackendUnavailableError(
+            "the onnxruntime installed here has no CUDA execution provider; "
+            "pip install rescore[gpu] (onnxruntime-gpu), or use --device cpu"
+        )
+    return ort
+
+
+def cuda_provider_available() -> bool:
+    """Whether the installed onnxruntime was built with the CUDA execution provider."""
+    try:
+        return _CUDA in import_onnxruntime().get_available_providers()
+    except BackendUnavailableError:
+        return False
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity / container limits), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OrtSession:
+    """Scoring session on ONNX Runtime (fp32), CPU or CUDA execution provider."""
+
+    def __init__(
+        self,
+        graphs: GraphFiles,
+        geometry: LatentGeometry,
+        semantic_names: tuple[str, ...],
+        *,
+        device: torch.device,
+        threads: int | None = None,
+        optimization: str = "all",
+    ) -> None:
+        self._ort = check_onnxruntime(device)
+        self.device = device
+        self.graphs = graphs
+        self.geometry = geometry
+        self.semantic_names = tuple(semantic_names)
+        self.threads = threads or available_cpus()
+        self.optimization = optimization
+        fused = graphs.graph("fused")
+        if tuple(fused.meta.get("semantic_names", ())) != self.semantic_names:
+            raise ExportError(
+                f"{fused.path} scores other semantics than the predictors loaded now; "
+                f"export again with `rescore export`"
+            )
+        self._fused = self._open(fused)
+        self._mapping = self._open(graphs.graph("mapping"))
+        self._synthesis: tuple[Any, ExportedGraph] | None = None
+        label = "cpu" if device.type == "cpu" else f"cuda:{self._device_id}"
+        self.info = SessionInfo(backend="onnxruntime", precision="fp32", device=label)
+        log.info("onnxruntime session on %s (%s)", label, ", ".join(self._fused[0].get_providers()))
+
+    def __enter__(self) -> OrtSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fused = self._mapping = self._synthesis = None  # type: ignore[assignment]
+
+    def map(self, z: np.ndarray) -> np.ndarray:
+        """z [B, Z] float32 -> w [B, D] float32."""
+        _check_shape(z, (self.geometry.z_dim,), "z")
+        return self._run(self._mapping, z)
+
+    def score(self, wp: np.ndarray) -> np.ndarray:
+        """wp [B, L, D] float32 -> scores [B, S] float32, one fused graph run."""
+        _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
+        return self._run(self._fused, wp)
+
+    def render(self, wp: np.ndarray) -> np.ndarray:
+        """wp [B, L, D] -> uint8 images [B, H, W, 3], quantized as `quantize_images` does."""
+        _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
+        if self._synthesis is None:
+            self._synthesis = self._open(self.graphs.graph("synthesis"))
+        images = self._run(self._synthesis, wp)  # [B, 3, H, W] float32
+        return quantize_images(torch.from_numpy(images)).numpy()
+
+    @property
+    def _device_id(self) -> int:
+        return 0 if self.device.index is None else int(self.device.index)
+
+    def _open(self, graph: ExportedGraph) -> tuple[Any, ExportedGraph]:
+        ort = self._ort
+        options = ort.SessionOptions()
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.optimization]
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only
+        if self.device.type == "cpu":
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            providers: list = [_CPU]
+        else:
+            providers = [(_CUDA, {"device_id": self._device_id}), _CPU]
+        try:
+            session = ort.InferenceSession(str(graph.path), options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            raise ExportError(
+                f"onnxruntime cannot load {graph.path} ({error}); export it again"
+            ) from error
+        if self.device.type == "cuda" and _CUDA not in session.get_providers():
+            raise BackendUnavailableError(
+                f"onnxruntime could not start its CUDA provider on {self.device} (no GPU or "
+                f"driver?); use --device cpu or check nvidia-smi"
+            )
+        return session, graph
+
+    def _run(self, opened: tuple[Any, ExportedGraph], array: np.ndarray) -> np.ndarray:
+        session, graph = opened
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if self.device.type == "cpu":
+            return session.run([graph.output_name], {graph.input_name: array})[0]
+        # Codes go up once, the output is produced in device memory, only it comes back.
+        value = self._ort.OrtValue.ortvalue_from_numpy(array, "cuda", self._device_id)
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(graph.input_name, value)
+        binding.bind_output(graph.output_name, "cuda", self._device_id)
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
