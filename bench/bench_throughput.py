@@ -6,6 +6,7 @@ as uint8, a PIL resize per image, then the predictor. Both run in this process, 
 after a warm-up, on the same codes; the script prints images/s and the ratio.
 
     python bench/bench_throughput.py                 # CPU defaults (a few minutes on 2 cores)
+    python bench/bench_throughput.py --backend torch      # rescore on torch eager instead
     python bench/bench_throughput.py --device cuda --images 256 --batch-size 32
 """
 
@@ -22,7 +23,8 @@ from PIL import Image
 
 from rescore.engine.latents import Stream, latent_block
 from rescore.engine.scoring import map_latents, score_codes
-from rescore.export.session import TorchSession, quantize_images
+from rescore.export.backends import BackendSpec, open_session
+from rescore.export.session import quantize_images
 from rescore.kernels.manipulate import layer_sets_all_and_each, manipulate
 from rescore.models.places365 import load_places365, write_random_places365
 from rescore.models.stylegan import load_stylegan, save_random_stylegan
@@ -65,7 +67,8 @@ def timed(fn, repeats: int = 1) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=16, help="images per measurement")
-    parser.add_argument("--batch-size", type=int, default=16, help="rescore's batch size")
+    parser.add_argument("--batch-size", type=int, default=4, help="rescore's batch size")
+    parser.add_argument("--backend", default="auto", help="rescore's backend (auto: fastest)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resolution", type=int, default=256)
     args = parser.parse_args()
@@ -77,11 +80,15 @@ def main() -> None:
         weights = write_random_places365(Path(tmp) / "places365")
         generator = load_stylegan(checkpoint).to(device)
         predictor = load_places365(weights).to(device)
-    session = TorchSession(generator, [predictor], device)
+    session = open_session(
+        generator, [predictor], BackendSpec(args.backend, str(device), max_batch=args.batch_size)
+    )
     geometry = session.geometry
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"StyleGAN-{args.resolution} + Places365 (random weights), {args.images} images each"
+        f"StyleGAN-{args.resolution} + Places365 (random weights), {args.images} images each; "
+        f"rescore: {session.info.backend} {session.info.precision}, batch {args.batch_size}; "
+        f"naive: torch eager, batches of 4"
     )
 
     z = latent_block(0, Stream.SAMPLE, 0, args.images, geometry.z_dim)

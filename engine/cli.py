@@ -57,7 +57,10 @@ OnnxDir = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Seed = Annotated[int, typer.Option(help="Seed of the latent source.")]
-BatchSize = Annotated[int, typer.Option(help="Codes per generate-and-score pass.")]
+BatchSize = Annotated[
+    int | None,
+    typer.Option(help="Codes per generate-and-score pass (default: 4 on CPU, 32 on CUDA)."),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 TruncationPsi = Annotated[float | None, typer.Option(help="Truncation psi (model default 0.7).")]
 TruncationLayers = Annotated[int | None, typer.Option(help="Truncated layers (model default).")]
@@ -81,15 +84,29 @@ def _user_errors(command):
     return wrapper
 
 
+def _batch(batch_size: int | None, device: str) -> int:
+    """The batch size asked for, or the default: 4 on CPU (large generators run best in small
+    batches there), 32 on CUDA."""
+    if batch_size is not None:
+        if batch_size < 1:
+            raise RescoreError(f"--batch-size must be at least 1, got {batch_size}")
+        return batch_size
+    import torch
+
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return 32 if on_gpu else 4
+
+
 def _backend_spec(
     backend: str,
     device: str,
     precision: str,
     cache_dir: Path | None,
     onnx_dir: Path | None,
-    batch_size: int,
+    batch_size: int | None,
 ) -> BackendSpec:
-    return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=batch_size)
+    max_batch = _batch(batch_size, device)
+    return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=max_batch)
 
 
 def _spec(
@@ -113,7 +130,7 @@ def sample(
     num: Annotated[int, typer.Option("--num", "-n", help="Number of latents N.")] = 10_000,
     seed: Seed = 0,
     chunk_size: Annotated[int, typer.Option(help="Latents per store chunk (work unit).")] = 1024,
-    batch_size: BatchSize = 32,
+    batch_size: BatchSize = None,
     wplus: Annotated[bool, typer.Option("--wplus", help="Also store truncated W+ codes.")] = False,
     truncation_psi: TruncationPsi = None,
     truncation_layers: TruncationLayers = None,
@@ -135,7 +152,7 @@ def sample(
         RunDirectory(out),
         spec,
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
-        SampleConfig(num, seed, chunk_size, batch_size, wplus),
+        SampleConfig(num, seed, chunk_size, _batch(batch_size, device), wplus),
         progress=not quiet,
     )
     typer.echo(f"samples: {store.path} ({store.num_samples} latents)")
@@ -187,7 +204,7 @@ def rescore(
     seed: Seed = 0,
     distance: Annotated[float, typer.Option(help="Manipulation distance lambda.")] = 2.0,
     chunk_size: Annotated[int, typer.Option(help="Latents per store chunk.")] = 256,
-    batch_size: BatchSize = 32,
+    batch_size: BatchSize = None,
     generator: Annotated[
         str | None,
         typer.Option(help="Override the generator recorded in OUT/samples.zarr (NAME[=PATH])."),
@@ -229,7 +246,9 @@ def rescore(
     target = CiTarget(target_ci, tuple(target_semantic)) if target_ci is not None else None
     if target is None and (target_semantic or max_k):
         raise RescoreError("--target-semantic and --max-k need --target-ci VALUE")
-    config = RescoreConfig(max_k or num, seed, distance, chunk_size, batch_size, target)
+    config = RescoreConfig(
+        max_k or num, seed, distance, chunk_size, _batch(batch_size, device), target
+    )
     table = pipeline.rescore_step(
         run,
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
@@ -402,7 +421,7 @@ def run(
     wplus: Annotated[bool, typer.Option("--wplus", help="Per-layer (W+) boundaries.")] = False,
     distance: Annotated[float, typer.Option(help="Manipulation distance lambda.")] = 2.0,
     seed: Seed = 0,
-    batch_size: BatchSize = 32,
+    batch_size: BatchSize = None,
     truncation_psi: TruncationPsi = None,
     truncation_layers: TruncationLayers = None,
     model_seed: ModelSeed = 0,
@@ -422,9 +441,9 @@ def run(
         RunDirectory(out),
         spec,
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
-        SampleConfig(num, seed, 1024, batch_size, wplus),
+        SampleConfig(num, seed, 1024, _batch(batch_size, device), wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
-        RescoreConfig(rescore_num, seed, distance, 256, batch_size),
+        RescoreConfig(rescore_num, seed, distance, 256, _batch(batch_size, device)),
         progress=not quiet,
     )
     _print_summary(summary)
