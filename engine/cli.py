@@ -231,8 +231,10 @@ def rescore(
     onnx_dir: OnnxDir = None,
     quiet: Quiet = False,
 ) -> None:
-    """Move K fresh latents along each boundary at all layers and at each layer, score every
-    semantic, write OUT/rescore.zarr and OUT/rescore.csv, then the report.
+    """Rescore boundaries layer by layer on K fresh latents, then write the report.
+
+    Moves each latent along each boundary at all layers and at each layer, scores every semantic,
+    writes OUT/rescore.zarr and OUT/rescore.csv, then summary.json and the heatmaps.
 
     Examples:  rescore rescore -o runs/bedroom -n 2000 --distance 2
                rescore rescore -o runs/bedroom --target-ci 0.005 --max-k 20000
@@ -272,7 +274,7 @@ def rescore(
 @app.command()
 @_user_errors
 def report(out: Out) -> None:
-    """Rewrite OUT/summary.json and OUT/heatmap.png from OUT/rescore.zarr.
+    """Rewrite OUT/summary.json and the heatmaps from OUT/rescore.zarr.
 
     Example:  rescore report -o runs/bedroom
     """
@@ -294,8 +296,10 @@ def condition(
         ),
     ] = None,
 ) -> None:
-    """Make PRIMAL orthogonal to every --on boundary (any number; HiGAN stops at two) and write it
-    as a new boundary with the primal's name, recording the conditions in its sidecar.
+    """Make a boundary orthogonal to any number of condition boundaries.
+
+    PRIMAL is made orthogonal to every --on boundary (HiGAN stops at two) and written as a new
+    boundary with the primal's name, recording the conditions in its sidecar.
 
     Example:  rescore condition runs/bedroom/boundaries/indoor_lighting.npy
               --on runs/bedroom/boundaries/wood.npy --on runs/bedroom/boundaries/carpet.npy
@@ -318,8 +322,10 @@ def project(
         ),
     ] = [],
 ) -> None:
-    """Signed distance of every sample in OUT/samples.zarr to every boundary, streamed into
-    OUT/projections.zarr (`distance` [N, M]; `distance_wp` [N, M, L] for W+ boundaries).
+    """Signed distance of every sample to every boundary, into OUT/projections.zarr.
+
+    Streams OUT/samples.zarr: `distance` [N, M] for W boundaries; `distance_wp` [N, M, L] for
+    W+ boundaries.
 
     Example:  rescore project -o runs/bedroom
     """
@@ -348,8 +354,9 @@ def grid(
     seed: Seed = 0,
     device: Device = "auto",
 ) -> None:
-    """Render a manipulation grid (rows: latents, columns: distances) to OUT/grids/, using the
-    models recorded in OUT/samples.zarr.
+    """Render a manipulation grid (rows: latents, columns: distances) to OUT/grids/.
+
+    Uses the models recorded in OUT/samples.zarr.
 
     Example:  rescore grid -o runs/bedroom -b runs/bedroom/boundaries/indoor_lighting.npy
               --layers 6-11
@@ -385,9 +392,11 @@ def export_command(
     truncation_layers: TruncationLayers = None,
     model_seed: ModelSeed = 0,
 ) -> None:
-    """Export the mapping network, the synthesis network, each predictor and the fused
-    generate-and-score pass to ONNX (dynamic batch axis), each with a JSON sidecar. Use the
-    files with --onnx-dir on sample/rescore/run (onnxruntime or tensorrt backends).
+    """Export the models and the fused generate-and-score pass to ONNX.
+
+    Writes the mapping network, the synthesis network, each predictor and the fused pass (dynamic
+    batch axis), each with a JSON sidecar. Use the files with --onnx-dir on sample/rescore/run
+    (onnxruntime or tensorrt backends).
 
     Example:  rescore export -o onnx/bedroom --generator stylegan=w/g.pth -p places365=w/places365
     """
@@ -462,6 +471,8 @@ def demo(
 
     The synthetic model's factors are driven by known layer groups (layout early, objects in the
     middle, attributes later, colour last); the heatmap shows whether rescoring recovers them.
+
+    Example:  rescore demo --out runs/demo
     """
     from rescore.models.synthetic import build_synthetic
 

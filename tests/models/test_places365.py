@@ -25,7 +25,7 @@ from rescore.models.places365 import (
     write_random_places365,
 )
 
-MANIFEST = Path(__file__).resolve().parents[3] / "shared/formats/checkpoint-manifests.json"
+MANIFEST = Path(__file__).resolve().parents[1] / "data" / "checkpoint-manifests.json"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
@@ -123,7 +123,6 @@ def test_names_follow_higan(files, predictor):
     assert isinstance(predictor, Predictor)
 
 
-@pytest.mark.skipif(not MANIFEST.exists(), reason="shared checkpoint manifest not in this checkout")
 def test_parameters_match_the_published_manifest():
     manifest = json.loads(MANIFEST.read_text())["checkpoints"]["places365_wideresnet18"]
     state = WideResNet18().state_dict()
