@@ -150,7 +150,8 @@ class OrtSession:
             options.inter_op_num_threads = 1
             providers: list = [_CPU]
         else:
-            providers = [(_CUDA, {"device_id": self._device_id}), _CPU]
+            # fp32 means fp32: the CUDA EP's default TF32 math would break the parity tolerance.
+            providers = [(_CUDA, {"device_id": str(self._device_id), "use_tf32": "0"}), _CPU]
         try:
             session = ort.InferenceSession(str(graph.path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped errors

@@ -110,7 +110,8 @@ def build_engine(
         raise ExportError(f"TensorRT cannot parse {graph.path}: {errors}")
     config = builder.create_builder_config()
     if precision == "fp32":
-        config.clear_flag(trt.BuilderFlag.TF32)
+        if hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)
     else:
         config.set_flag(trt.BuilderFlag.FP16 if precision == "fp16" else trt.BuilderFlag.BF16)
         pinned = pin_float32_layers(trt, network, graph.meta.get("fp32_nodes", ()))
@@ -164,6 +165,14 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise BackendUnavailableError(
             f"unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}"
         )
+    if precision != "fp32":
+        trt = import_tensorrt()
+        if not hasattr(trt.BuilderFlag, "FP16"):
+            raise BackendUnavailableError(
+                f"TensorRT {trt.__version__} builds strongly typed networks only (weak typing, "
+                f"which rescore's {precision} engines use, was removed in TensorRT 11); "
+                f"pip install 'tensorrt>=10,<11' for {precision}, or use --precision fp32"
+            )
     if precision == "bf16":
         trt = import_tensorrt()
         if not hasattr(trt.BuilderFlag, "BF16"):

@@ -201,6 +201,17 @@ def test_bf16_is_refused_where_the_gpu_or_tensorrt_lacks_it(monkeypatch, fake_gp
         check_precision("bf16", torch.device("cuda", 0))
 
 
+def test_reduced_precision_on_strongly_typed_only_tensorrt_is_a_clear_error(monkeypatch, fake_gpu):
+    fake = _FakeTensorRT(_Network([]))
+    fake.__version__ = "11.4.0"
+    del fake.BuilderFlag.FP16, fake.BuilderFlag.BF16  # TensorRT 11 removed weak typing
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    check_precision("fp32", torch.device("cuda", 0))  # fp32 engines still build
+    for precision in ("fp16", "bf16"):
+        with pytest.raises(BackendUnavailableError, match="tensorrt>=10,<11"):
+            check_precision(precision, torch.device("cuda", 0))
+
+
 def test_session_builds_fused_at_its_precision_and_mapping_fp32_then_reuses_the_cache(
     synthetic, synthetic_export, tmp_path, monkeypatch, fake_gpu
 ):
