@@ -63,10 +63,12 @@ def rescore_step(
         spec.check_digests(open_samples(run.samples).meta["identity"])
     boundaries = load_boundaries(boundary_paths or [run.boundaries])
     with open_model_session(spec, backend) as session:
-        store = rescore_boundaries(
+        rescored = rescore_boundaries(
             session, spec, boundaries, run.rescore_store, config, progress=progress
         )
-    table = delta_statistics(store, ci_method=ci_method, seed=config.seed)
+    table = delta_statistics(
+        rescored.store, accumulators=rescored.accumulators, ci_method=ci_method, seed=config.seed
+    )
     table.write_csv(run.table)
     return table
 

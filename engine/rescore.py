@@ -39,6 +39,14 @@ from .store import ArraySpec, ChunkedStore
 RESCORE_KIND = "rescore.rescore"
 
 
+@dataclass(frozen=True, eq=False)
+class RescoreRun:
+    """A finished rescore store and the per-boundary gain statistics gathered while writing it."""
+
+    store: ChunkedStore
+    accumulators: list[GainAccumulator]
+
+
 @dataclass(frozen=True)
 class CiTarget:
     """Adaptive K: stop moving a boundary once the targeted Deltas' 95% CI half-width <= this."""
@@ -73,7 +81,7 @@ def rescore_boundaries(
     config: RescoreConfig,
     *,
     progress: bool = True,
-) -> ChunkedStore:
+) -> RescoreRun:
     """Create (or resume) the rescore store at `path` and fill every pending chunk."""
     geometry = session.geometry
     num_layers, semantics = geometry.num_layers, list(session.semantic_names)
@@ -162,7 +170,7 @@ def rescore_boundaries(
                 accumulators[b].add(gains(original, manipulated[:, b : b + 1])[:, 0])
                 active[b] = not _target_met(accumulators[b], config.target, targeted)
     store.finish(_finish_info(store, boundaries, accumulators, active, config.target, targeted))
-    return store
+    return RescoreRun(store, accumulators)
 
 
 def _targeted_semantics(target: CiTarget | None, semantics: list[str]) -> np.ndarray:

@@ -161,10 +161,19 @@ def accumulate(store: ChunkedStore) -> list[GainAccumulator]:
 
 
 def delta_statistics(
-    store: ChunkedStore, *, ci_method: CiMethod = "normal", resamples: int = 2000, seed: int = 0
+    store: ChunkedStore,
+    *,
+    accumulators: list[GainAccumulator] | None = None,
+    ci_method: CiMethod = "normal",
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> DeltaTable:
-    """Delta statistics over every completed chunk of a rescore store."""
-    accumulators = accumulate(store)
+    """Delta statistics over every completed chunk of a rescore store.
+
+    `accumulators` (one per boundary, as the rescoring run kept them) spare reading the store
+    again; without them the store is read chunk by chunk.
+    """
+    accumulators = accumulators if accumulators is not None else accumulate(store)
     counts = np.array([a.count for a in accumulators])
     if counts.max(initial=0) == 0:
         raise ScoreError(f"{store.path} has no completed chunks; run `rescore rescore` first")

@@ -41,7 +41,7 @@ def test_sample_and_rescore_on_onnxruntime_match_torch_and_record_the_backend(
                 tmp_path / f"{backend}-rescore.zarr",
                 rescore,
                 progress=False,
-            )
+            ).store
         stores[backend] = samples, rescored
         for store in (samples, rescored):
             assert store.meta["identity"]["backend"] == backend

@@ -354,7 +354,7 @@ def test_reduced_precision_stays_within_tolerance_and_keeps_the_layer_ranking(
             assert session.info.precision == wanted
             store = rescore_boundaries(
                 session, spec, boundaries, tmp_path / f"{backend}.zarr", config, progress=False
-            )
+            ).store
         original, manipulated = store.array("original")[:], store.array("manipulated")[:]
         deltas[backend] = (original, manipulated, gains(original, manipulated).mean(axis=0))
     (torch_orig, torch_manip, torch_delta), (trt_orig, trt_manip, trt_delta) = deltas.values()
