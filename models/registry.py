@@ -66,6 +66,7 @@ class GeneratorOptions:
     truncation_layers: int | None = None
     resolution: int | None = None  # for random-initialised models without a checkpoint
     seed: int = 0  # for models built from a seed (synthetic, random init)
+    class_index: int | None = None  # class of a conditional generator (BigGAN, NVlabs c_dim > 0)
 
 
 GeneratorFactory = Callable[[Path | None, GeneratorOptions], nn.Module]
