@@ -23,3 +23,7 @@ class ScoreError(RescoreError):
 
 class OutputError(RescoreError):
     """An output location cannot be written."""
+
+
+class ExecutorError(RescoreError):
+    """The distributed executor cannot run (Ray missing, bad worker count, cluster failure)."""

@@ -9,14 +9,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rescore.export.backends import BackendSpec
 
 from .boundary import load_boundaries
+from .executor import LOCAL, ExecutorSpec, run_chunks
 from .fit import FitConfig, FitResult, fit_boundaries
 from .layout import RunDirectory
 from .report import summarize, write_cross_effects, write_heatmap, write_summary
 from .rescore import RescoreConfig, open_rescore, rescore_boundaries
-from .sample import SampleConfig, open_samples, sample_and_score
+from .sample import (
+    SampleConfig,
+    SampleWorker,
+    create_samples_store,
+    open_samples,
+    sample_and_score,
+)
 from .spec import ModelSpec, open_model_session
 from .stats import CiMethod, DeltaTable, delta_statistics
 from .store import ChunkedStore
@@ -28,12 +37,26 @@ def sample_step(
     backend: BackendSpec,
     config: SampleConfig,
     *,
+    executor: ExecutorSpec = LOCAL,
     progress: bool = True,
 ) -> ChunkedStore:
-    """1. Sample N latents, score them, write DIR/samples.zarr (resumable)."""
+    """1. Sample N latents, score them, write DIR/samples.zarr (resumable), here or on Ray."""
     run.ensure_writable()
     with open_model_session(spec, backend) as session:
-        return sample_and_score(session, spec, run.samples, config, progress=progress)
+        if executor.kind == "local":
+            return sample_and_score(session, spec, run.samples, config, progress=progress)
+        store = create_samples_store(
+            session, spec, run.samples, config, session_attrs=executor.record()
+        )
+    run_chunks(
+        executor,
+        SampleWorker(spec, backend, config, run.samples),
+        store.pending_chunks(),
+        rows=lambda c: int(np.subtract(*store.chunk_range(c)[::-1])),
+        desc="sample",
+        progress=progress,
+    )
+    return store
 
 
 def fit_step(run: RunDirectory, config: FitConfig, *, progress: bool = True) -> list[FitResult]:

@@ -11,18 +11,19 @@ Memory is bounded by one chunk; a rerun resumes after the completed chunks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from rescore.export.backends import BackendSpec
 from rescore.export.session import ScoringSession
 
 from .latents import Stream, latent_block
 from .scoring import map_latents, score_codes, session_identity, session_record
-from .spec import ModelSpec
+from .spec import ModelSpec, open_model_session
 from .store import ArraySpec, ChunkedStore
 
 SAMPLES_KIND = "rescore.samples"
@@ -48,11 +49,29 @@ def sample_and_score(
     chunks: Sequence[int] | None = None,
     progress: bool = True,
 ) -> ChunkedStore:
-    """Create (or resume) the samples store at `path` and fill its pending chunks.
+    """Create (or resume) the samples store at `path` and fill its pending chunks here.
 
     `chunks` restricts the work to some chunk indices (a worker's share when a scheduler splits a
     run); the values of a chunk do not depend on which worker computes it, or when.
     """
+    store = create_samples_store(session, spec, path, config)
+    pending = [c for c in store.pending_chunks() if chunks is None or c in set(chunks)]
+    todo = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending)
+    with tqdm(total=int(todo), unit="img", desc="sample", disable=not progress) as bar:
+        for index in pending:
+            bar.update(sample_chunk(session, store, config, index))
+    return store
+
+
+def create_samples_store(
+    session: ScoringSession,
+    spec: ModelSpec,
+    path: Path,
+    config: SampleConfig,
+    *,
+    session_attrs: dict | None = None,
+) -> ChunkedStore:
+    """Create the pre-sized samples store at `path`, or reopen it if the identity matches."""
     geometry = session.geometry
     n, chunk = config.num_samples, config.chunk_size
     arrays = [
@@ -73,7 +92,7 @@ def sample_and_score(
         "save_wp": config.save_wp,
         **session_identity(session),
     }
-    store = ChunkedStore.create_or_resume(
+    return ChunkedStore.create_or_resume(
         path,
         kind=SAMPLES_KIND,
         identity=identity,
@@ -87,23 +106,45 @@ def sample_and_score(
         attrs={
             "semantic_names": list(session.semantic_names),
             "sources": spec.sources(),
-            "session": session_record(session),
+            "session": {**session_record(session), **(session_attrs or {})},
         },
     )
-    pending = [c for c in store.pending_chunks() if chunks is None or c in set(chunks)]
-    todo = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending)
-    with tqdm(total=int(todo), unit="img", desc="sample", disable=not progress) as bar:
-        for index in pending:
-            start, stop = store.chunk_range(index)
-            z = latent_block(config.seed, Stream.SAMPLE, start, stop, geometry.z_dim)  # [n, Z]
-            w = map_latents(session, z, config.batch_size)  # [n, D]
-            wp = geometry.truncate(w)  # [n, L, D]
-            values = {"z": z, "w": w, "scores": score_codes(session, wp, config.batch_size)}
-            if config.save_wp:
-                values["wp"] = wp
-            store.write_chunk(index, values)
-            bar.update(stop - start)
-    return store
+
+
+def sample_chunk(
+    session: ScoringSession, store: ChunkedStore, config: SampleConfig, index: int
+) -> int:
+    """Compute one chunk (z -> w -> wp -> scores), write it whole, mark it; return its rows."""
+    geometry = session.geometry
+    start, stop = store.chunk_range(index)
+    z = latent_block(config.seed, Stream.SAMPLE, start, stop, geometry.z_dim)  # [n, Z]
+    w = map_latents(session, z, config.batch_size)  # [n, D]
+    wp = geometry.truncate(w)  # [n, L, D]
+    values = {"z": z, "w": w, "scores": score_codes(session, wp, config.batch_size)}
+    if config.save_wp:
+        values["wp"] = wp
+    store.write_chunk(index, values)
+    return stop - start
+
+
+@dataclass(frozen=True)
+class SampleWorker:
+    """A picklable recipe for a worker that fills chunks of one samples store (Ray actors build
+    it once each: models, scoring session, the opened store)."""
+
+    spec: ModelSpec
+    backend: BackendSpec
+    config: SampleConfig
+    path: Path
+
+    def __call__(self) -> Callable[[Sequence[int]], int]:
+        session = open_model_session(self.spec, self.backend).__enter__()
+        store = create_samples_store(session, self.spec, self.path, self.config)  # identity check
+
+        def work(chunks: Sequence[int]) -> int:
+            return sum(sample_chunk(session, store, self.config, c) for c in chunks)
+
+        return work
 
 
 def open_samples(path: Path) -> ChunkedStore:

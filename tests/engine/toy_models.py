@@ -6,6 +6,7 @@ the expected direction and peak layer of each toy semantic are known.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -80,3 +81,22 @@ class NanPredictor(ToyPredictor):
 
 def build_nan_predictor(path: Path | None) -> nn.Module:
     return NanPredictor()
+
+
+class KillerPredictor(ToyPredictor):
+    """Like ToyPredictor, but the first process to score its 3rd batch dies on the spot (once per
+    test session: a marker file in $RESCORE_TEST_MARKERS records it), as a crashed worker would."""
+
+    calls = 0
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        KillerPredictor.calls += 1
+        marker = Path(os.environ.get("RESCORE_TEST_MARKERS", "/nonexistent")) / "killed"
+        if KillerPredictor.calls == 3 and marker.parent.is_dir() and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return super().forward(images)
+
+
+def build_killer_predictor(path: Path | None) -> nn.Module:
+    return KillerPredictor()

@@ -1,0 +1,102 @@
+"""`--executor ray`: chunks processed by Ray actors give stores byte-identical to one process.
+
+A local Ray cluster (2 CPUs) is started inside the test; the toy models are plugged in the way
+users plug theirs, with this folder on the workers' PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rescore.engine.executor import ExecutorSpec
+from rescore.engine.layout import RunDirectory
+from rescore.engine.pipeline import sample_step
+from rescore.engine.sample import SampleConfig, open_samples
+from rescore.engine.spec import ModelSpec
+from rescore.export.backends import BackendSpec
+from rescore.models.registry import ModelRef
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+BACKEND = BackendSpec("torch", "cpu", "fp32", None, None, max_batch=4)
+CONFIG = SampleConfig(num_samples=60, seed=3, chunk_size=10, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    marker_dir = tmp_path_factory.mktemp("ray-markers")
+    env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    env["RESCORE_TEST_MARKERS"] = str(marker_dir)
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+    )
+    os.environ["RESCORE_TEST_MARKERS"] = str(marker_dir)
+    yield marker_dir
+    ray.shutdown()
+
+
+def _spec(predictor: str) -> ModelSpec:
+    return ModelSpec(
+        generator=ModelRef("toy_models:build_toy_generator"),
+        predictors=(ModelRef(predictor),),
+    )
+
+
+def _arrays(path: Path) -> dict[str, bytes]:
+    store = open_samples(path)
+    return {name: store.group[name][:].tobytes() for name in sorted(store.group.array_keys())}
+
+
+def test_sample_on_two_ray_workers_equals_one_process(tmp_path, local_ray):
+    spec = _spec("toy_models:build_toy_predictor")
+    sample_step(RunDirectory(tmp_path / "one"), spec, BACKEND, CONFIG, progress=False)
+    sample_step(
+        RunDirectory(tmp_path / "ray"),
+        spec,
+        BACKEND,
+        CONFIG,
+        executor=ExecutorSpec("ray", workers=2),
+        progress=False,
+    )
+    assert _arrays(tmp_path / "ray" / "samples.zarr") == _arrays(tmp_path / "one" / "samples.zarr")
+    session = open_samples(tmp_path / "ray" / "samples.zarr").meta["session"]
+    assert session["executor"] == "ray" and session["workers"] == 2
+
+
+def test_a_worker_killed_mid_chunk_is_restarted_and_the_store_is_identical(tmp_path, local_ray):
+    spec = _spec("toy_models:build_killer_predictor")
+    sample_step(
+        RunDirectory(tmp_path / "ray"),
+        spec,
+        BACKEND,
+        CONFIG,
+        executor=ExecutorSpec("ray", workers=2),
+        progress=False,
+    )
+    assert (local_ray / "killed").exists(), "no worker was killed: the test proves nothing"
+    sample_step(RunDirectory(tmp_path / "one"), spec, BACKEND, CONFIG, progress=False)
+    assert _arrays(tmp_path / "ray" / "samples.zarr") == _arrays(tmp_path / "one" / "samples.zarr")
+    assert open_samples(tmp_path / "ray" / "samples.zarr").is_complete()
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch):
+    import builtins
+
+    from rescore.engine import executor
+    from rescore.engine.errors import ExecutorError
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ExecutorError, match=r'pip install "rescore\[ray\]"'):
+        executor.require_ray()
