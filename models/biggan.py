@@ -158,7 +158,7 @@ def normal_ppf(p: torch.Tensor) -> torch.Tensor:
 
 def truncate_z(z: torch.Tensor, psi: float) -> torch.Tensor:
     """Standard-normal z [B, Z] -> psi * truncnorm(-2, 2) [B, Z], monotone and deterministic."""
-    lo, hi = (normal_cdf(torch.tensor(b, dtype=torch.float64)).item() for b in (-2.0, 2.0))
+    lo, hi = (0.5 * (1.0 + math.erf(b / math.sqrt(2.0))) for b in (-2.0, 2.0))  # Phi(-+2)
     p = lo + normal_cdf(z) * (hi - lo)  # [B, Z] in [Phi(-2), Phi(2)]
     return psi * normal_ppf(p).clamp(-TRUNCATION_BOUND, TRUNCATION_BOUND)
 
@@ -171,7 +171,9 @@ class SpectralNormed(nn.Module):
     """A linear (2-D weight) or convolution (4-D weight) layer under spectral normalisation.
 
     Stored as `weight_orig`, `weight_u` [out], `weight_v` [in * k * k] and optional `bias`; the
-    effective weight is weight_orig / (u . (W v)), torch's `spectral_norm` in eval mode.
+    effective weight is weight_orig / (u . (W v)), torch's `spectral_norm` in eval mode. It is a
+    constant of the weights, so it is computed once per load (`refresh`, run by a load hook) into
+    the non-persistent buffer `weight`: forward and exported graphs skip the normalisation.
     """
 
     def __init__(self, shape: tuple[int, ...], *, bias: bool, padding: int = 0) -> None:
@@ -180,18 +182,31 @@ class SpectralNormed(nn.Module):
         self.bias = nn.Parameter(torch.zeros(shape[0])) if bias else None
         self.register_buffer("weight_u", torch.randn(shape[0]))
         self.register_buffer("weight_v", torch.randn(math.prod(shape[1:])))
+        self.register_buffer("weight", torch.empty(shape), persistent=False)
         self.padding = padding
+        self.refresh()
+        self.register_load_state_dict_post_hook(_refresh)
 
-    def weight(self) -> torch.Tensor:
-        """The normalised weight, shaped as `weight_orig`."""
+    def normalized_weight(self) -> torch.Tensor:
+        """weight_orig / sigma with sigma = u . (W v), shaped as `weight_orig`."""
         matrix = self.weight_orig.flatten(1)  # [out, in * k * k]
         sigma = torch.dot(self.weight_u, torch.mv(matrix, self.weight_v))
         return self.weight_orig / sigma
 
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute the cached `weight` (after the stored tensors changed)."""
+        self.weight.copy_(self.normalized_weight())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight_orig.ndim == 2:
-            return F.linear(x, self.weight(), self.bias)  # [B, out]
-        return F.conv2d(x, self.weight(), self.bias, padding=self.padding)  # [B, out, H, W]
+        if self.weight.ndim == 2:
+            return F.linear(x, self.weight, self.bias)  # [B, out]
+        return F.conv2d(x, self.weight, self.bias, padding=self.padding)  # [B, out, H, W]
+
+
+def _refresh(module: nn.Module, incompatible_keys: object) -> None:
+    """Load post-hook: recompute what a module caches from its stored tensors."""
+    module.refresh()
 
 
 @dataclass(frozen=True)
@@ -235,16 +250,25 @@ class BigGANBatchNorm(nn.Module):
             self.bias = nn.Parameter(torch.zeros(channels))
         self.eps = eps
         self.blend = blend
+        self.register_buffer("mean", torch.empty(1, channels, 1, 1), persistent=False)
+        self.register_buffer("std", torch.empty(1, channels, 1, 1), persistent=False)
+        self.refresh()
+        self.register_load_state_dict_post_hook(_refresh)
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Cache the statistics psi selects: `mean` and `std` = sqrt(var + eps), [1, C, 1, 1]."""
+        self.mean.copy_(self.blend.pick(self.running_means).view(self.mean.shape))
+        var = self.blend.pick(self.running_vars).view(self.std.shape)
+        self.std.copy_(torch.sqrt(var + self.eps))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        mean = self.blend.pick(self.running_means).view(1, -1, 1, 1)
-        var = self.blend.pick(self.running_vars).view(1, -1, 1, 1)
         if self.conditional:
             gain = 1 + self.scale(cond)[:, :, None, None]  # [B, C, 1, 1]
             shift = self.offset(cond)[:, :, None, None]
         else:
             gain, shift = self.weight.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1)
-        return (x - mean) / torch.sqrt(var + self.eps) * gain + shift
+        return (x - self.mean) / self.std * gain + shift
 
 
 class SelfAttn(nn.Module):

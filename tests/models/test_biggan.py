@@ -18,9 +18,18 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
+from rescore.engine.fit import FitConfig
+from rescore.engine.layout import RunDirectory
+from rescore.engine.pipeline import run_all
+from rescore.engine.rescore import RescoreConfig
+from rescore.engine.sample import SampleConfig
+from rescore.engine.spec import ModelSpec
+from rescore.export.backends import BackendSpec
+from rescore.export.onnx import MappingGraph, SynthesisGraph, export_graph
 from rescore.models.base import Generator
 from rescore.models.biggan import (
     CONFIG_NAME,
@@ -28,6 +37,7 @@ from rescore.models.biggan import (
     BigGANConfig,
     BigGANGenerator,
     GenBlock,
+    SpectralNormed,
     load_biggan,
     normal_ppf,
     save_random_biggan,
@@ -106,6 +116,9 @@ def test_geometry_and_layer_code_weights(checkpoint: Path) -> None:
     assert (model.num_layers, model.z_dim, model.w_dim, model.resolution) == (6, 8, 8, 32)
     assert torch.equal(model.truncation_coefficients(), torch.ones(6))
     assert torch.equal(model.average_w(), torch.zeros(8))
+    for layer in model.modules():  # the cached normalised weights are those of the file
+        if isinstance(layer, SpectralNormed):
+            assert torch.equal(layer.weight, layer.normalized_weight())
     weights = model.layer_code_weights()
     blocks = [m for m in model.generator.layers if isinstance(m, GenBlock)]
     assert len(weights) == 6 and weights[0].shape == (4 * 4 * 16 * 4, 8)
@@ -156,3 +169,40 @@ def test_loader_validates_weights_against_config(checkpoint: Path, tmp_path: Pat
         load_biggan(lonely / WEIGHTS_NAME, class_index=0)
     with pytest.raises(RescoreError, match="biggan=/path/to/dir"):
         build_generator(ModelRef("biggan"), GeneratorOptions(class_index=0))
+
+
+def test_rescore_run_end_to_end_on_a_checkpoint_directory(checkpoint: Path, tmp_path: Path) -> None:
+    """sample -> fit -> rescore -> report with tiny N/K: one row per conditioned layer."""
+    spec = ModelSpec(
+        ModelRef.parse(f"biggan={checkpoint}"),
+        (ModelRef("color"),),
+        GeneratorOptions(class_index=3),
+    )
+    summary = run_all(
+        RunDirectory(tmp_path / "run"),
+        spec,
+        BackendSpec("torch", "cpu"),
+        SampleConfig(num_samples=40, seed=0, chunk_size=40, batch_size=20),
+        FitConfig(chosen_num=8, semantics=("brightness", "warmth")),
+        RescoreConfig(num_latents=4, chunk_size=4, batch_size=20),
+        progress=False,
+    )
+    assert set(summary["boundaries"]) == {"brightness", "warmth"}
+    for entry in summary["boundaries"].values():
+        assert len(entry["layer_delta"]) == 6 and entry["delta_all_layers"] > 0
+
+
+def test_onnx_export_matches_torch(checkpoint: Path, tmp_path: Path) -> None:
+    """Mapping (the truncated-normal transform) and synthesis on ONNX Runtime vs torch eager."""
+    model = load_biggan(checkpoint, class_index=3)
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    wp = model.map(z)[:, None].expand(-1, 6, -1).contiguous()
+    wp[:, 2] = torch.randn(3, 8, generator=torch.Generator().manual_seed(1)) * 0.4
+    parts = [(MappingGraph(model), z, "z", "w"), (SynthesisGraph(model), wp, "wp", "images")]
+    for module, example, input_name, output_name in parts:
+        path = tmp_path / f"{output_name}.onnx"
+        export_graph(module, example[:2], path, input_name=input_name, output_name=output_name)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (actual,) = session.run(None, {input_name: example.numpy()})  # batch 3: dynamic axis
+        with torch.no_grad():
+            assert _relative_error(actual, module(example)) < 1e-4, output_name

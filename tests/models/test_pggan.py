@@ -15,9 +15,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from rescore.engine.cli import app
+from rescore.export.onnx import SynthesisGraph, export_graph
 from rescore.models.base import Generator
 from rescore.models.errors import CheckpointError, RescoreError, ShapeMismatchError
 from rescore.models.pggan import PGGANGenerator, load_pggan, pggan_channels, save_random_pggan
@@ -122,3 +126,29 @@ def test_registry_builds_it_from_a_path_only(tiny_file: Path) -> None:
     assert isinstance(model, PGGANGenerator) and not model.training
     with pytest.raises(RescoreError, match="pggan=/path/to/pggan_bedroom256_generator.pth"):
         build_generator(ModelRef("pggan"), GeneratorOptions())
+
+
+def test_rescore_run_end_to_end_on_a_genforce_file(tiny_file: Path, tmp_path: Path) -> None:
+    """`rescore run` with tiny N/K: one code, so the per-layer row (layer 0) equals all layers."""
+    out = tmp_path / "run"
+    args = ["run", "-o", str(out), "--generator", f"pggan={tiny_file}", "-p", "color"]
+    args += ["-n", "60", "--rescore-num", "6", "--chosen-num", "10", "--batch-size", "30"]
+    result = CliRunner().invoke(app, [*args, "--backend", "torch", "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    entry = next(iter(summary["boundaries"].values()))
+    assert len(entry["layer_delta"]) == 1
+    assert entry["layer_delta"][0] == pytest.approx(entry["delta_all_layers"])
+
+
+def test_onnx_export_matches_torch(tiny_file: Path, tmp_path: Path) -> None:
+    model = load_pggan(tiny_file)
+    wp = torch.randn(3, 1, 8, generator=torch.Generator().manual_seed(0))
+    graph = export_graph(
+        SynthesisGraph(model), wp[:2], tmp_path / "synthesis.onnx", input_name="wp",
+        output_name="images",
+    )  # fmt: skip
+    session = ort.InferenceSession(str(graph.path), providers=["CPUExecutionProvider"])
+    (images,) = session.run(None, {"wp": wp.numpy()})  # batch 3: the batch axis is dynamic
+    with torch.no_grad():
+        assert _relative_error(images, model.synthesize(wp)) < 1e-4
