@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import as_state_dict, load_strict, read_checkpoint
+from .checkpoints import as_state_dict, guess_family, load_strict, read_checkpoint
 from .errors import CheckpointError, RescoreError, ShapeMismatchError
 
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -502,9 +502,11 @@ def load_biggan(
     with torch.random.fork_rng(devices=[]):  # the throw-away random init leaves the caller's RNG
         model = BigGANGenerator(config, class_index=class_index, truncation_psi=psi)
     if "generator.gen_z.weight_orig" not in state_dict:
+        family = guess_family(state_dict)
+        looks_like = f"; it looks like a {family} checkpoint" if family else ""
         raise CheckpointError(
             f"{weights} is not a pytorch-pretrained-BigGAN state dict (no "
-            f"'generator.gen_z.weight_orig'); pass the port's {WEIGHTS_NAME}"
+            f"'generator.gen_z.weight_orig'{looks_like}); pass the port's {WEIGHTS_NAME}"
         )
     load_strict(model, state_dict, path=weights, what=_WHAT)
     return model.float().eval()

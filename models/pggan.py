@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import as_state_dict, load_strict, read_checkpoint
+from .checkpoints import as_state_dict, guess_family, load_strict, read_checkpoint
 from .errors import CheckpointError, ShapeMismatchError
 
 _RESOLUTIONS_ALLOWED = (8, 16, 32, 64, 128, 256, 512, 1024)
@@ -176,7 +176,7 @@ def _architecture_in_file(state_dict: dict[str, torch.Tensor], path: Path) -> tu
     """(resolution, z_dim, channels per block) of a PGGAN state dict, from its weight shapes."""
     first = state_dict.get("layer0.conv.weight")
     if first is None or first.ndim != 4 or tuple(first.shape[2:]) != (_INIT_RES, _INIT_RES):
-        looks_like = _looks_like(state_dict)
+        looks_like = guess_family(state_dict)
         raise CheckpointError(
             f"{path} is not a PGGAN generator checkpoint (no 4x4 'layer0.conv.weight'"
             f"{f'; it looks like a {looks_like} checkpoint' if looks_like else ''}); "
@@ -207,17 +207,6 @@ def _architecture_in_file(state_dict: dict[str, torch.Tensor], path: Path) -> tu
             )
         channels.append(int(weight.shape[0]))
     return resolution, int(first.shape[1]), channels
-
-
-def _looks_like(state_dict: dict[str, torch.Tensor]) -> str | None:
-    """The generator family a state dict's keys suggest (registry name), or None."""
-    if "generator.gen_z.weight_orig" in state_dict or "embeddings.weight" in state_dict:
-        return "biggan"
-    if "mapping.dense0.wscale.bias" in state_dict:
-        return "stylegan"
-    if "mapping.dense0.bias" in state_dict or any(k.startswith("synthesis.") for k in state_dict):
-        return "stylegan2"
-    return None
 
 
 def load_pggan(path: Path | str) -> PGGANGenerator:

@@ -162,6 +162,11 @@ def test_loader_validates_weights_against_config(checkpoint: Path, tmp_path: Pat
     (wider / CONFIG_NAME).write_text(json.dumps({**config, "output_dim": 64}))
     with pytest.raises(CheckpointError, match="do not reach output_dim 64"):
         load_biggan(wider, class_index=0)
+    torch.save({"layer0.conv.weight": torch.zeros(1), "output0.conv.weight": torch.zeros(1)},
+               wider / WEIGHTS_NAME)  # fmt: skip
+    (wider / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="looks like a pggan checkpoint"):
+        load_biggan(wider, class_index=0)
     lonely = tmp_path / "lonely"
     lonely.mkdir()
     (lonely / WEIGHTS_NAME).write_bytes((checkpoint / WEIGHTS_NAME).read_bytes())
