@@ -21,14 +21,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from rescore.engine.fit import FitConfig
-from rescore.engine.layout import RunDirectory
-from rescore.engine.pipeline import run_all
-from rescore.engine.rescore import RescoreConfig
-from rescore.engine.sample import SampleConfig
-from rescore.engine.spec import ModelSpec
-from rescore.export.backends import BackendSpec
+from rescore.engine.cli import app
 from rescore.export.onnx import MappingGraph, SynthesisGraph, export_graph
 from rescore.models.base import Generator
 from rescore.models.biggan import (
@@ -177,21 +172,16 @@ def test_loader_validates_weights_against_config(checkpoint: Path, tmp_path: Pat
 
 
 def test_rescore_run_end_to_end_on_a_checkpoint_directory(checkpoint: Path, tmp_path: Path) -> None:
-    """sample -> fit -> rescore -> report with tiny N/K: one row per conditioned layer."""
-    spec = ModelSpec(
-        ModelRef.parse(f"biggan={checkpoint}"),
-        (ModelRef("color"),),
-        GeneratorOptions(class_index=3),
-    )
-    summary = run_all(
-        RunDirectory(tmp_path / "run"),
-        spec,
-        BackendSpec("torch", "cpu"),
-        SampleConfig(num_samples=40, seed=0, chunk_size=40, batch_size=20),
-        FitConfig(chosen_num=8, semantics=("brightness", "warmth")),
-        RescoreConfig(num_latents=4, chunk_size=4, batch_size=20),
-        progress=False,
-    )
+    """`rescore run --class-index 3` with tiny N/K: one Delta row per conditioned layer."""
+    out = tmp_path / "run"
+    args = ["run", "-o", str(out), "--generator", f"biggan={checkpoint}", "-p", "color"]
+    args += ["-n", "40", "--rescore-num", "4", "--chosen-num", "8", "--batch-size", "20"]
+    args += ["-s", "brightness", "-s", "warmth", "--backend", "torch", "--device", "cpu", "-q"]
+    missing = CliRunner().invoke(app, args)
+    assert missing.exit_code == 2 and "pass --class-index N" in missing.stderr
+    result = CliRunner().invoke(app, [*args, "--class-index", "3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
     assert set(summary["boundaries"]) == {"brightness", "warmth"}
     for entry in summary["boundaries"].values():
         assert len(entry["layer_delta"]) == 6 and entry["delta_all_layers"] > 0
