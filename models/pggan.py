@@ -19,6 +19,7 @@ which load with strict=True.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ _NORM_EPS = 1e-8
 _WHAT = "PGGAN generator checkpoint"
 
 
-def pggan_channels(resolution: int, fmaps_base: int = 16 << 10, fmaps_max: int = 512) -> list:
+def pggan_channels(resolution: int, fmaps_base: int = 16 << 10, fmaps_max: int = 512) -> list[int]:
     """Channels of each block (4x4, 8x8, ..., resolution), genforce's min(base // res, max)."""
     num_blocks = int(math.log2(resolution)) - 1
     return [min(fmaps_base // (_INIT_RES * 2**b), fmaps_max) for b in range(num_blocks)]
@@ -101,7 +102,9 @@ class PGGANGenerator(nn.Module):
     family = "pggan"
     layer_wise = False
 
-    def __init__(self, resolution: int, *, z_space_dim: int = 512, channels=None) -> None:
+    def __init__(
+        self, resolution: int, *, z_space_dim: int = 512, channels: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         if resolution not in _RESOLUTIONS_ALLOWED:
             raise ValueError(
@@ -172,7 +175,9 @@ class PGGANGenerator(nn.Module):
         return self.synthesize(self.map(z).unsqueeze(1))
 
 
-def _architecture_in_file(state_dict: dict[str, torch.Tensor], path: Path) -> tuple[int, int, list]:
+def _architecture_in_file(
+    state_dict: dict[str, torch.Tensor], path: Path
+) -> tuple[int, int, list[int]]:
     """(resolution, z_dim, channels per block) of a PGGAN state dict, from its weight shapes."""
     first = state_dict.get("layer0.conv.weight")
     if first is None or first.ndim != 4 or tuple(first.shape[2:]) != (_INIT_RES, _INIT_RES):
@@ -232,7 +237,12 @@ def load_pggan(path: Path | str) -> PGGANGenerator:
 
 
 def save_random_pggan(
-    path: Path | str, *, resolution: int, z_space_dim: int = 512, channels=None, seed: int = 0
+    path: Path | str,
+    *,
+    resolution: int,
+    z_space_dim: int = 512,
+    channels: Sequence[int] | None = None,
+    seed: int = 0,
 ) -> Path:
     """Write a seeded random PGGAN checkpoint in the published layout; returns the path.
 
