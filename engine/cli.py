@@ -65,6 +65,9 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 TruncationPsi = Annotated[float | None, typer.Option(help="Truncation psi (model default 0.7).")]
 TruncationLayers = Annotated[int | None, typer.Option(help="Truncated layers (model default).")]
 ModelSeed = Annotated[int, typer.Option(help="Seed of seed-built models (synthetic).")]
+ClassIndex = Annotated[
+    int | None, typer.Option(help="Class of a conditional generator (BigGAN, NVlabs c_dim > 0).")
+]
 
 
 def _user_errors(command):
@@ -110,14 +113,21 @@ def _backend_spec(
 
 
 def _spec(
-    generator: str, predictors: list[str], psi: float | None, layers: int | None, seed: int
+    generator: str,
+    predictors: list[str],
+    psi: float | None,
+    layers: int | None,
+    seed: int,
+    class_index: int | None = None,
 ) -> ModelSpec:
     if not predictors:
         raise RescoreError("no predictor given; pass --predictor NAME[=PATH] (e.g. places365=DIR)")
     return ModelSpec(
         generator=ModelRef.parse(generator),
         predictors=tuple(ModelRef.parse(p) for p in predictors),
-        options=GeneratorOptions(truncation_psi=psi, truncation_layers=layers, seed=seed),
+        options=GeneratorOptions(
+            truncation_psi=psi, truncation_layers=layers, seed=seed, class_index=class_index
+        ),
     )
 
 
@@ -135,6 +145,7 @@ def sample(
     truncation_psi: TruncationPsi = None,
     truncation_layers: TruncationLayers = None,
     model_seed: ModelSeed = 0,
+    class_index: ClassIndex = None,
     backend: Backend = "auto",
     device: Device = "auto",
     precision: Precision = "fp32",
@@ -147,7 +158,7 @@ def sample(
     Example:  rescore sample -o runs/bedroom --generator stylegan=w/stylegan_bedroom256.pth
     -p places365=w/places365 -n 500000
     """
-    spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed)
+    spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed, class_index)
     store = pipeline.sample_step(
         RunDirectory(out),
         spec,
@@ -391,6 +402,7 @@ def export_command(
     truncation_psi: TruncationPsi = None,
     truncation_layers: TruncationLayers = None,
     model_seed: ModelSeed = 0,
+    class_index: ClassIndex = None,
 ) -> None:
     """Export the models and the fused generate-and-score pass to ONNX.
 
@@ -403,7 +415,7 @@ def export_command(
     from rescore.export.onnx import PARTS, ExportSettings, export_onnx
     from rescore.models.registry import build_generator, build_predictor
 
-    spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed)
+    spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed, class_index)
     result = export_onnx(
         build_generator(spec.generator, spec.options),
         [build_predictor(ref) for ref in spec.predictors],
@@ -434,6 +446,7 @@ def run(
     truncation_psi: TruncationPsi = None,
     truncation_layers: TruncationLayers = None,
     model_seed: ModelSeed = 0,
+    class_index: ClassIndex = None,
     backend: Backend = "auto",
     device: Device = "auto",
     precision: Precision = "fp32",
@@ -445,7 +458,7 @@ def run(
 
     Example:  rescore run -o runs/bedroom --generator stylegan=w/g.pth -p places365=w/places365
     """
-    spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed)
+    spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed, class_index)
     summary = pipeline.run_all(
         RunDirectory(out),
         spec,

@@ -125,3 +125,20 @@ def load_strict(
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:_MAX_LISTED])
     return shown + (f", ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
+
+
+def guess_family(state_dict: Mapping[str, Any]) -> str | None:
+    """The generator family (registry name) a state dict's keys suggest, or None.
+
+    For error messages that refuse a file of another family ("it looks like a stylegan
+    checkpoint"): genforce StyleGAN v1 / StyleGAN2 / PGGAN and pytorch-pretrained-BigGAN layouts.
+    """
+    if "generator.gen_z.weight_orig" in state_dict:
+        return "biggan"
+    if "mapping.dense0.wscale.bias" in state_dict:
+        return "stylegan"
+    if "mapping.dense0.bias" in state_dict or any(k.startswith("synthesis.") for k in state_dict):
+        return "stylegan2"
+    if "layer0.conv.weight" in state_dict and "output0.conv.weight" in state_dict:
+        return "pggan"
+    return None

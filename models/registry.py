@@ -101,6 +101,30 @@ def _synthetic(path: Path | None, options: GeneratorOptions) -> nn.Module:
     return synthetic.build_synthetic(**kwargs)
 
 
+def _pggan(path: Path | None, options: GeneratorOptions) -> nn.Module:
+    from . import pggan
+
+    if path is None:
+        raise RescoreError(
+            "the pggan generator needs its checkpoint; pass --generator "
+            "pggan=/path/to/pggan_bedroom256_generator.pth"
+        )
+    return pggan.load_pggan(path)
+
+
+def _biggan(path: Path | None, options: GeneratorOptions) -> nn.Module:
+    from . import biggan
+
+    if path is None:
+        raise RescoreError(
+            "the biggan generator needs its checkpoint; pass --generator biggan=/path/to/dir "
+            "(the directory holding pytorch_model.bin and config.json)"
+        )
+    return biggan.load_biggan(
+        path, class_index=options.class_index, truncation_psi=options.truncation_psi
+    )
+
+
 def _places365(path: Path | None) -> nn.Module:
     from . import places365
 
@@ -132,6 +156,9 @@ def _synthetic_predictor(path: Path | None) -> nn.Module:
 GENERATORS: dict[str, GeneratorFactory] = {
     "stylegan": _stylegan,
     "synthetic": _synthetic,
+    # PGGAN and BigGAN (issue 9)
+    "pggan": _pggan,
+    "biggan": _biggan,
 }
 
 PREDICTORS: dict[str, PredictorFactory] = {
