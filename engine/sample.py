@@ -21,11 +21,10 @@ from tqdm.auto import tqdm
 from rescore.export.session import ScoringSession
 
 from .latents import Stream, latent_block
+from .readers import SAMPLES_KIND, open_samples  # noqa: F401  (open_samples: re-exported)
 from .scoring import map_latents, score_codes, session_identity, session_record
 from .spec import ModelSpec
 from .store import ArraySpec, ChunkedStore
-
-SAMPLES_KIND = "rescore.samples"
 
 
 @dataclass(frozen=True)
@@ -103,11 +102,4 @@ def sample_and_score(
                 values["wp"] = wp
             store.write_chunk(index, values)
             bar.update(stop - start)
-    return store
-
-
-def open_samples(path: Path) -> ChunkedStore:
-    """Open a finished samples store for reading."""
-    store = ChunkedStore.open(path, kind=SAMPLES_KIND, mode="r")
-    store.require_complete("using its samples")
     return store
