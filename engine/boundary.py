@@ -45,6 +45,8 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.+-]")
 # InterFaceGAN names its files <model>_<dataset>_<attribute>[_c_<conditions>][_w]_boundary.npy:
 # without `_w` they are Z-space normals (PGGAN has no W at all).
 _INTERFACEGAN_FILE = re.compile(r"^(pggan|stylegan2?)_[A-Za-z0-9]+_.+_boundary$")
+# HiGAN keeps its files in <model>_<dataset>/ directories (stylegan_bedroom/, stylegan2_church/).
+_FAMILY_PREFIX = re.compile(r"^(pggan|stylegan|stylegan2|stylegan3|biggan)_[A-Za-z0-9]")
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,9 @@ def load_boundary(
     normal = _unit(normal.astype(np.float64), path).astype(np.float32)
     sidecar_path = path.with_suffix(".json")
     metadata: dict[str, Any] = dict(extra)
+    family = _family_named_by_file(path)
+    if family:
+        metadata["family"] = family  # a sidecar's own record (below) takes precedence
     semantic = _semantic_from_file_name(path.stem)
     if sidecar_path.is_file():
         try:
@@ -303,6 +308,16 @@ def _semantic_from_file_name(stem: str) -> str:
     if stem.startswith("boundary_") and len(stem) > len("boundary_"):
         return stem.removeprefix("boundary_")
     return stem
+
+
+def _family_named_by_file(path: Path) -> str | None:
+    """Generator family of a published file: InterFaceGAN's `<family>_<data>_...` file names,
+    HiGAN's `<family>_<data>/` directories."""
+    for name in (path.stem, path.parent.name):
+        match = _FAMILY_PREFIX.match(name)
+        if match:
+            return match.group(1)
+    return None
 
 
 def _space_named_by_file(path: Path) -> str | None:

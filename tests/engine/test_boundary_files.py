@@ -346,3 +346,25 @@ def test_project_measures_z_boundaries_against_z(toy_run, tmp_path):
     z = zarr.open_group(run / "samples.zarr", mode="r")["z"][:]
     np.testing.assert_allclose(group["distance_z"][:], z @ normal.T, rtol=1e-5, atol=1e-5)
     assert group.attrs["rescore"]["boundary_z_names"] == ["pggan_toy_red"]
+
+
+@pytest.mark.parametrize(
+    ("relative", "family"),
+    [
+        ("stylegan2_church/clouds_boundary.npy", "stylegan2"),  # HiGAN's directories
+        ("stylegan_bedroom/wood_boundary.npy", "stylegan"),
+        ("pggan_celebahq_smile_boundary.npy:z", "pggan"),  # InterFaceGAN's file names
+        ("stylegan_ffhq_age_w_boundary.npy", "stylegan"),
+        ("mine/wood_boundary.npy", None),
+    ],
+)
+def test_published_files_know_their_family(tmp_path, relative, family):
+    file, _, space = relative.partition(":")
+    (tmp_path / file).parent.mkdir(exist_ok=True)
+    np.save(tmp_path / file, _unit((1, 4)))
+    loaded = load_boundaries([tmp_path / relative])[0]
+    assert loaded.family == family
+    if family:
+        check_family([loaded], family)
+        with pytest.raises(BoundaryError, match="--force-family"):
+            check_family([loaded], "biggan")
