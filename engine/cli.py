@@ -78,9 +78,11 @@ def _user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        created = _first_missing(kwargs.get("out"))
         try:
             return command(*args, **kwargs)
         except RescoreError as error:
+            _remove_if_empty(created, kwargs.get("out"))
             typer.echo(f"rescore: error: {error}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
@@ -88,6 +90,31 @@ def _user_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _first_missing(out: Path | None) -> Path | None:
+    """The outermost directory of `out` that does not exist yet (None if `out` exists)."""
+    if out is None or Path(out).exists():
+        return None
+    missing = Path(out)
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    return missing
+
+
+def _remove_if_empty(created: Path | None, out: Path | None) -> None:
+    """A failed command leaves no empty run directory behind (nor the parents it created)."""
+    if created is None or out is None:
+        return
+    directory = Path(out)
+    while True:
+        try:
+            directory.rmdir()  # only succeeds on an empty directory
+        except OSError:
+            return
+        if directory == created:
+            return
+        directory = directory.parent
 
 
 def _batch(batch_size: int | None, device: str) -> int:

@@ -368,3 +368,12 @@ def test_published_files_know_their_family(tmp_path, relative, family):
         check_family([loaded], family)
         with pytest.raises(BoundaryError, match="--force-family"):
             check_family([loaded], "biggan")
+
+
+def test_a_failed_first_command_leaves_no_empty_run_directory(tmp_path):
+    out = tmp_path / "runs" / "first"
+    _fails(["sample", "-o", str(out), "--generator", "toy_models:none", "-p", "color"], "none")
+    assert not (tmp_path / "runs").exists()
+    np.save(tmp_path / "red_boundary.npy", _unit((1, 6)))
+    _fails(["project", "-o", str(out), "-b", str(tmp_path / "red_boundary.npy")], "not found")
+    assert not (tmp_path / "runs").exists()
