@@ -348,7 +348,7 @@ def _space(path: Path, metadata: dict[str, Any], given: str | None) -> str | Non
     if not given and not recorded and named == "z":
         raise BoundaryError(
             f"{path} is named like a Z-space boundary (InterFaceGAN/PGGAN naming) and would be "
-            f"used as W; say its space: -b {path}:z (or {path}:w if it really is W)"
+            f"used as W; say its space: -b {path}:z (or :w if it really is W)"
         )
     return given or recorded
 

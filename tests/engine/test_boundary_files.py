@@ -377,3 +377,22 @@ def test_a_failed_first_command_leaves_no_empty_run_directory(tmp_path):
     np.save(tmp_path / "red_boundary.npy", _unit((1, 6)))
     _fails(["project", "-o", str(out), "-b", str(tmp_path / "red_boundary.npy")], "not found")
     assert not (tmp_path / "runs").exists()
+
+
+def test_manipulate_layers_drive_grid_and_summary(toy_run, tmp_path):
+    normal = _unit((1, 6), 5)
+    higan = tmp_path / "red_boundary.npy"
+    np.save(
+        higan, {"boundary": normal, "meta_data": {"manipulate_layers": "1-2"}}, allow_pickle=True
+    )
+    run = _fresh(toy_run, tmp_path)
+    grid = runner.invoke(app, ["grid", "-o", str(run), "-b", str(higan), "-n", "1", "--steps", "3"])
+    assert grid.exit_code == 0, grid.output
+    assert (run / "grids" / "red_layers-1-2.png").is_file()
+    result = runner.invoke(
+        app, ["rescore", "-o", str(run), "-b", str(higan), "-n", "4", "--backend", "torch", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["boundaries"]["red"]["manipulate_layers"] == "1-2"
+    assert summary["boundaries"]["red"]["space"] == "w"
