@@ -130,18 +130,24 @@ class Boundary:
             )
 
 
-def check_family(boundaries: list[Boundary], family: str | None, *, force: bool = False) -> None:
+def check_family(
+    boundaries: list[Boundary], family: str | None, *, alias: str | None = None, force: bool = False
+) -> None:
     """Refuse boundaries fitted on another generator family (StyleGAN2 on StyleGAN v1, ...).
 
-    Files without a recorded family (HiGAN / InterFaceGAN files) pass; `force` skips the check.
+    `family` is the model's family (its `family` attribute); `alias` another name it answers to
+    (the registry name it was built from, which plug-ins' boundaries record). Files without a
+    recorded family (HiGAN / InterFaceGAN files outside their folders) pass; `force` skips it.
     """
-    if force or not family:
+    names = {name for name in (family, alias) if name}
+    if force or not names:
         return
-    foreign = [f"{b.name} ({b.family})" for b in boundaries if b.family and b.family != family]
+    foreign = [f"{b.name} ({b.family})" for b in boundaries if b.family and b.family not in names]
     if foreign:
         raise BoundaryError(
-            f"boundaries fitted on another generator family than this '{family}' model: "
-            f"{', '.join(foreign[:4])}; use boundaries of this model or pass --force-family"
+            f"boundaries fitted on another generator family than this "
+            f"'{family or alias}' model: {', '.join(foreign[:4])}; use boundaries of this model "
+            f"or pass --force-family"
         )
 
 

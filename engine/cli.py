@@ -423,7 +423,8 @@ def grid(
     spec = pipeline.model_spec_of(run_dir)
     layers = layers or chosen.manipulate_layers or "all"
     with open_model_session(spec, BackendSpec("torch", device)) as session:
-        check_family([chosen], session.geometry.family or spec.generator.name, force=force_family)
+        family = session.geometry.family
+        check_family([chosen], family, alias=spec.generator.name, force=force_family)
         mask = parse_layers(layers, session.geometry.num_layers)
         image = manipulation_grid(
             session, chosen, mask, num_latents=num, steps=steps, distance=distance, seed=seed

@@ -86,7 +86,7 @@ def rescore_boundaries(
     """Create (or resume) the rescore store at `path` and fill every pending chunk."""
     geometry = session.geometry
     num_layers, semantics = geometry.num_layers, list(session.semantic_names)
-    check_family(boundaries, geometry.family or spec.generator.name, force=config.force_family)
+    check_family(boundaries, geometry.family, alias=spec.generator.name, force=config.force_family)
     directions = np.stack([b.directions(geometry) for b in boundaries])  # [M, L, D]
     layer_sets = layer_sets_all_and_each(num_layers)  # [K, L]
     n, m, k, s = config.num_latents, len(boundaries), len(layer_sets), len(semantics)

@@ -159,6 +159,8 @@ def test_boundaries_of_another_family_are_refused_unless_forced():
         check_family([foreign, legacy], "stylegan")
     check_family([foreign, legacy], "stylegan", force=True)
     check_family([foreign, legacy], "stylegan2")
+    check_family([foreign], "stylegan", alias="stylegan2")  # a plug-in answering to both
+    check_family([foreign], None)  # a model of unknown family
     fitted = Boundary("x", _unit((1, 4)), {"model": {"generator": {"name": "stylegan"}}})
     assert fitted.family == "stylegan"
 
