@@ -249,18 +249,15 @@ def load_boundary(
     )
 
 
-def load_boundaries(
-    paths: list[Path | str], spaces: list[str | None] | None = None
-) -> list[Boundary]:
+def load_boundaries(paths: list[Path | str]) -> list[Boundary]:
     """Boundaries from files, directories (every `*.npy`, sorted) and HiGAN boundary lists.
 
-    Each entry may carry its space (`FILE:z`, `DIR:w`); `spaces` gives it separately (one per
-    path, None where unsaid). A `.txt` file is read as HiGAN's boundary list.
+    Each entry may carry its space (`FILE:z`, `DIR:w`: every file of the directory). A `.txt`
+    file is read as HiGAN's boundary list, which names each file's semantic and space.
     """
     entries: list[tuple[Path, str | None, str | None]] = []  # (file, space, semantic name)
-    for index, entry in enumerate(paths):
+    for entry in paths:
         path, space = parse_boundary_argument(entry)
-        space = space or (spaces[index] if spaces else None)
         if path.is_dir():
             entries.extend((f, space, None) for f in sorted(path.glob("*.npy")))
         elif path.suffix == ".txt":
@@ -443,7 +440,7 @@ def _read_npy(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
 
 def _check_values(array: np.ndarray, path: Path) -> np.ndarray:
     """Refuse arrays that are not real floating-point numbers, or not finite."""
-    if not (np.issubdtype(array.dtype, np.floating) and array.dtype.kind == "f"):
+    if array.dtype.kind != "f":
         raise BoundaryError(
             f"{path} holds a {array.dtype} array; a boundary is a float array (a unit normal); "
             f"pass the .npy that `rescore fit`, HiGAN or InterFaceGAN wrote"
