@@ -68,6 +68,12 @@ ModelSeed = Annotated[int, typer.Option(help="Seed of seed-built models (synthet
 ClassIndex = Annotated[
     int | None, typer.Option(help="Class of a conditional generator (BigGAN, NVlabs c_dim > 0).")
 ]
+ForceFamily = Annotated[
+    bool, typer.Option(help="Use boundaries fitted on another generator family anyway.")
+]
+ForceStore = Annotated[
+    bool, typer.Option(help="Use boundaries fitted on another samples store anyway.")
+]
 
 
 def _user_errors(command):
@@ -75,9 +81,11 @@ def _user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        created = _first_missing(kwargs.get("out"))
         try:
             return command(*args, **kwargs)
         except RescoreError as error:
+            _remove_if_empty(created, kwargs.get("out"))
             typer.echo(f"rescore: error: {error}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
@@ -85,6 +93,31 @@ def _user_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _first_missing(out: Path | None) -> Path | None:
+    """The outermost directory of `out` that does not exist yet (None if `out` exists)."""
+    if out is None or Path(out).exists():
+        return None
+    missing = Path(out)
+    while not missing.parent.exists() and missing.parent != missing:
+        missing = missing.parent
+    return missing
+
+
+def _remove_if_empty(created: Path | None, out: Path | None) -> None:
+    """A failed command leaves no empty run directory behind (nor the parents it created)."""
+    if created is None or out is None:
+        return
+    directory = Path(out)
+    while True:
+        try:
+            directory.rmdir()  # only succeeds on an empty directory
+        except OSError:
+            return
+        if directory == created:
+            return
+        directory = directory.parent
 
 
 def _batch(batch_size: int | None, device: str) -> int:
@@ -207,8 +240,8 @@ def rescore(
         typer.Option(
             "--boundary",
             "-b",
-            help="Boundary .npy file or directory (repeatable; default "
-            "OUT/boundaries). HiGAN/InterFaceGAN files work.",
+            help="Boundary FILE_OR_DIR[:z|w|wp] or HiGAN boundary list .txt (repeatable; "
+            "default OUT/boundaries). HiGAN/InterFaceGAN files work; :z marks Z space.",
         ),
     ] = [],
     num: Annotated[int, typer.Option("--num", "-n", help="Fresh latents K.")] = 2000,
@@ -235,6 +268,8 @@ def rescore(
         int | None, typer.Option(help="Most latents adaptive K may use (default: --num).")
     ] = None,
     ci: Annotated[str, typer.Option(help="CI method: normal or bootstrap (seeded).")] = "normal",
+    force_family: ForceFamily = False,
+    force_store: ForceStore = False,
     backend: Backend = "auto",
     device: Device = "auto",
     precision: Precision = "fp32",
@@ -260,7 +295,7 @@ def rescore(
     if target is None and (target_semantic or max_k):
         raise RescoreError("--target-semantic and --max-k need --target-ci VALUE")
     config = RescoreConfig(
-        max_k or num, seed, distance, chunk_size, _batch(batch_size, device), target
+        max_k or num, seed, distance, chunk_size, _batch(batch_size, device), target, force_family
     )
     table = pipeline.rescore_step(
         run,
@@ -269,6 +304,7 @@ def rescore(
         boundary_paths=list(boundary) or None,
         spec=spec,
         ci_method=ci,
+        force_store=force_store,
         progress=not quiet,  # type: ignore[arg-type]
     )
     summary = pipeline.report_step(run, table)
@@ -329,27 +365,30 @@ def project(
     boundary: Annotated[
         list[Path],
         typer.Option(
-            "--boundary", "-b", help="Boundary file or directory (default OUT/boundaries)."
+            "--boundary",
+            "-b",
+            help="Boundary FILE_OR_DIR[:z|w|wp] or boundary list (default OUT/boundaries).",
         ),
     ] = [],
+    force_store: ForceStore = False,
 ) -> None:
     """Signed distance of every sample to every boundary, into OUT/projections.zarr.
 
     Streams OUT/samples.zarr: `distance` [N, M] for W boundaries; `distance_wp` [N, M, L] for
-    W+ boundaries.
+    W+ boundaries; `distance_z` [N, M] for Z boundaries.
 
     Example:  rescore project -o runs/bedroom
     """
-    from .boundary import load_boundaries
+    from .boundary import check_store, load_boundaries
+    from .fit import identity_digest
     from .project import project_samples
     from .sample import open_samples
 
     run = RunDirectory(out).ensure_writable()
-    store = project_samples(
-        open_samples(run.samples),
-        load_boundaries(list(boundary) or [run.boundaries]),
-        run.projections,
-    )
+    samples = open_samples(run.samples)
+    boundaries = load_boundaries(list(boundary) or [run.boundaries])
+    check_store(boundaries, identity_digest(samples), force=force_store)
+    store = project_samples(samples, boundaries, run.projections)
     typer.echo(f"projections: {store.path}")
 
 
@@ -357,13 +396,23 @@ def project(
 @_user_errors
 def grid(
     out: Out,
-    boundary: Annotated[Path, typer.Option("--boundary", "-b", help="Boundary .npy to show.")],
-    layers: Annotated[str, typer.Option(help="Layers to move: all, 3, 0-4 or 0,2,5-7.")] = "all",
+    boundary: Annotated[
+        Path, typer.Option("--boundary", "-b", help="Boundary FILE[:z|w|wp] to show.")
+    ],
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Layers to move: all, 3, 0-4 or 0,2,5-7 (default: the file's recommended "
+            "manipulate_layers, else all)."
+        ),
+    ] = None,
     num: Annotated[int, typer.Option("--num", "-n", help="Latents (rows).")] = 4,
     steps: Annotated[int, typer.Option(help="Columns from -distance to +distance.")] = 5,
     distance: Annotated[float, typer.Option(help="Largest distance.")] = 3.0,
     seed: Seed = 0,
     device: Device = "auto",
+    force_family: ForceFamily = False,
+    force_store: ForceStore = False,
 ) -> None:
     """Render a manipulation grid (rows: latents, columns: distances) to OUT/grids/.
 
@@ -372,15 +421,21 @@ def grid(
     Example:  rescore grid -o runs/bedroom -b runs/bedroom/boundaries/indoor_lighting.npy
               --layers 6-11
     """
-    from .boundary import load_boundary
+    from .boundary import check_family, check_store, load_boundary, parse_boundary_argument
+    from .fit import identity_digest
     from .grid import manipulation_grid, parse_layers, save_grid
+    from .sample import open_samples
     from .spec import open_model_session
 
     run_dir = RunDirectory(out).ensure_writable()
-    chosen = load_boundary(boundary)
-    with open_model_session(
-        pipeline.model_spec_of(run_dir), BackendSpec("torch", device)
-    ) as session:
+    chosen = load_boundary(*parse_boundary_argument(boundary))
+    samples = open_samples(run_dir.samples)
+    check_store([chosen], identity_digest(samples), force=force_store)
+    spec = pipeline.model_spec_of(run_dir)
+    layers = layers or chosen.manipulate_layers or "all"
+    with open_model_session(spec, BackendSpec("torch", device)) as session:
+        family = session.geometry.family
+        check_family([chosen], family, alias=spec.generator.name, force=force_family)
         mask = parse_layers(layers, session.geometry.num_layers)
         image = manipulation_grid(
             session, chosen, mask, num_latents=num, steps=steps, distance=distance, seed=seed
@@ -510,24 +565,35 @@ def demo(
 
 
 def _print_summary(summary: dict) -> None:
+    if not summary["most_relevant"]:
+        unmatched = summary.get("unmatched_boundaries", [])
+        typer.echo(
+            f"no boundary is named after a scored semantic (boundaries: "
+            f"{', '.join(unmatched[:5]) or 'none'}); name each boundary after a predictor "
+            f"semantic (file <semantic>.npy, or '(<semantic>, w): path' in a boundary list)"
+        )
+        return
     typer.echo(
         f"{'semantic':28s} {'K':>6s} {'delta(all)':>10s} {'peak layer':>10s} "
         f"{'peak delta':>10s}  indistinguishable"
     )
     for name in summary["most_relevant"]:
         entry = summary["boundaries"][name]
-        typer.echo(
-            f"{name:28s} {entry['k']:6d} {entry['delta_all_layers']:10.4f} "
-            f"{entry['peak_layer']:10d} {entry['peak_delta']:10.4f}  "
-            f"{entry['indistinguishable_layers']}"
-        )
+        if entry["peak_layer"] is None:  # a Z boundary: all layers only
+            peak = f"{'-':>10s} {'-':>10s}  all layers only (Z space)"
+        else:
+            peak = (
+                f"{entry['peak_layer']:10d} {entry['peak_delta']:10.4f}  "
+                f"{entry['indistinguishable_layers']}"
+            )
+        typer.echo(f"{name:28s} {entry['k']:6d} {entry['delta_all_layers']:10.4f} {peak}")
 
 
 def _print_outputs(run: RunDirectory) -> None:
     typer.echo(
         f"\nheatmap: {run.heatmap}\ncross effects: {run.cross_effects}\n"
-        f"table:   {run.table}\nsummary: {run.summary}\nsamples: {run.samples}\n"
-        f"boundaries: {run.boundaries}"
+        f"table:   {run.table}\nsummary: {run.summary}\nsamples: {run.samples}"
+        + (f"\nboundaries: {run.boundaries}" if run.boundaries.is_dir() else "")
     )
 
 

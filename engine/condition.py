@@ -14,21 +14,29 @@ import numpy as np
 
 from rescore.kernels.condition import DegenerateConditionError, condition
 
-from .boundary import Boundary, boundary_stem, load_boundary, save_boundary
+from .boundary import (
+    Boundary,
+    boundary_stem,
+    load_boundary,
+    parse_boundary_argument,
+    save_boundary,
+)
 from .errors import BoundaryError
 
 
 def condition_boundary(primal_path: Path, condition_paths: list[Path], out_dir: Path) -> Path:
     """Write `out_dir/<primal>.npy` (+ .json): the primal orthogonalized against the conditions."""
-    primal = load_boundary(primal_path)
-    conditions = [load_boundary(p) for p in condition_paths]
+    primal_path, primal_space = parse_boundary_argument(primal_path)
+    primal = load_boundary(primal_path, primal_space)
+    conditions = [load_boundary(*parse_boundary_argument(p)) for p in condition_paths]
     if not conditions:
         raise BoundaryError("no condition given; pass --on CONDITION.npy (repeatable)")
     for other in conditions:
-        if other.normal.shape != primal.normal.shape:
+        if other.normal.shape != primal.normal.shape or other.space != primal.space:
             raise BoundaryError(
-                f"condition '{other.name}' has shape {other.normal.shape} but the primal "
-                f"'{primal.name}' has {primal.normal.shape}; condition boundaries of one space"
+                f"condition '{other.name}' has shape {other.normal.shape} in {other.space.upper()} "
+                f"but the primal '{primal.name}' has {primal.normal.shape} in "
+                f"{primal.space.upper()}; condition boundaries of one space"
             )
     stacked = np.concatenate([c.normal for c in conditions])  # [C, D] or [C, L, D]
     try:
@@ -43,6 +51,7 @@ def condition_boundary(primal_path: Path, condition_paths: list[Path], out_dir: 
             f"choose another --output directory"
         )
     metadata = {
+        "family": primal.family,
         "conditioned_on": [c.name for c in conditions],
         "primal": {"path": str(primal_path), "metadata": primal.metadata},
         # mean over layers of the per-layer cosine (one layer for W boundaries)
@@ -50,7 +59,7 @@ def condition_boundary(primal_path: Path, condition_paths: list[Path], out_dir: 
             np.mean(np.sum(normal.astype(np.float64) * primal.normal, axis=-1))
         ),
     }
-    return save_boundary(Path(out_dir), Boundary(primal.name, normal, metadata))
+    return save_boundary(Path(out_dir), Boundary(primal.name, normal, metadata, space=primal.space))
 
 
 def default_output(primal_path: Path, condition_paths: list[Path]) -> Path:

@@ -1,7 +1,9 @@
 """`rescore grid`: pictures of a manipulation, the only place the engine brings images to the host.
 
 Rows are fresh latents, columns are distances from -distance to +distance along the boundary on
-the chosen layers (the middle column is the original when `steps` is odd).
+the chosen layers (the middle column is the original when `steps` is odd). A Z boundary moves z
+and maps it again, so it moves all layers at once; HiGAN's pickled-dict files recommend layers
+(`manipulate_layers`), which the CLI uses when no --layers is given.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .boundary import Boundary, boundary_stem
 from .errors import BoundaryError
 from .latents import Stream, latent_block
 from .scoring import map_latents
+from .zspace import moved_z_codes
 
 
 def parse_layers(text: str, num_layers: int) -> np.ndarray:
@@ -52,7 +55,18 @@ def manipulation_grid(
     wp = geometry.truncate(map_latents(session, z, num_latents))  # [n, L, D]
     step = boundary.directions(geometry) * layers[:, None]  # [L, D]
     offsets = np.linspace(-distance, distance, steps, dtype=np.float32)  # [T]
-    codes = wp[:, None] + offsets[None, :, None, None] * step[None, None]  # [n, T, L, D]
+    if boundary.layer_wise:
+        codes = wp[:, None] + offsets[None, :, None, None] * step[None, None]  # [n, T, L, D]
+    elif not layers.all():
+        raise BoundaryError(
+            f"boundary '{boundary.name}' is a Z-space boundary: it moves all layers at once; "
+            f"use --layers all (or a W / W+ boundary for layer-wise pictures)"
+        )
+    else:
+        codes = np.stack(
+            [moved_z_codes(session, z, boundary.normal, float(t), num_latents) for t in offsets],
+            axis=1,
+        )  # [n, T, L, D]
     images = session.render(codes.reshape(-1, geometry.num_layers, geometry.w_dim))  # [n*T,H,W,3]
     height, width = images.shape[1:3]
     grid = images.reshape(num_latents, steps, height, width, 3).transpose(0, 2, 1, 3, 4)

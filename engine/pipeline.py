@@ -13,9 +13,9 @@ import numpy as np
 
 from rescore.export.backends import BackendSpec
 
-from .boundary import load_boundaries
+from .boundary import check_store, load_boundaries
 from .executor import LOCAL, ExecutorSpec, run_chunks
-from .fit import FitConfig, FitResult, fit_boundaries
+from .fit import FitConfig, FitResult, fit_boundaries, identity_digest
 from .layout import RunDirectory
 from .report import summarize, write_cross_effects, write_heatmap, write_summary
 from .rescore import RescoreConfig, open_rescore, rescore_boundaries
@@ -73,18 +73,22 @@ def rescore_step(
     boundary_paths: list[Path] | None = None,
     spec: ModelSpec | None = None,
     ci_method: CiMethod = "normal",
+    force_store: bool = False,
     progress: bool = True,
 ) -> DeltaTable:
     """3. Rescore the boundaries on fresh latents into DIR/rescore.zarr and DIR/rescore.csv.
 
     The models are rebuilt from the samples store's sources unless `spec` is given; either way
-    their weight digests must match the ones the samples were made with.
+    their weight digests must match the ones the samples were made with, and boundaries whose
+    sidecar names another samples store are refused unless `force_store`.
     """
     run.ensure_writable()
     spec = spec or model_spec_of(run)
-    if run.samples.exists():
-        spec.check_digests(open_samples(run.samples).meta["identity"])
     boundaries = load_boundaries(boundary_paths or [run.boundaries])
+    if run.samples.exists():
+        samples = open_samples(run.samples)
+        spec.check_digests(samples.meta["identity"])
+        check_store(boundaries, identity_digest(samples), force=force_store)
     with open_model_session(spec, backend) as session:
         rescored = rescore_boundaries(
             session, spec, boundaries, run.rescore_store, config, progress=progress
@@ -104,6 +108,7 @@ def report_step(run: RunDirectory, table: DeltaTable | None = None) -> dict[str,
         table,
         distance=float(store.meta["identity"]["distance"]),
         finished=store.meta.get("finished"),
+        store_meta=store.meta,
     )
     write_summary(summary, run.summary)
     write_heatmap(table, run.heatmap)

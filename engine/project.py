@@ -1,7 +1,8 @@
 """`rescore project`: signed distance of every sampled code to every boundary, streamed.
 
 Writes DIR/projections.zarr (format `rescore.projections`): `distance` [N, M] for W boundaries
-(against `w`) and, for W+ boundaries (against `wp`), `distance_wp` [N, M', L]. Offsets are the
+(against `w`), for W+ boundaries (against `wp`) `distance_wp` [N, M', L], and for Z boundaries
+(against `z`) `distance_z` [N, M'']. Offsets are the
 SVM intercepts recorded in the sidecars (0 for files without one), so the sign says on which side
 of the fitted hyperplane a code lies.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from rescore.kernels.project import project
 
 from .boundary import Boundary
-from .errors import ScoreError
+from .errors import BoundaryError, ScoreError
 from .store import ArraySpec, ChunkedStore
 
 PROJECTIONS_KIND = "rescore.projections"
@@ -31,7 +32,8 @@ def _offsets(boundaries: list[Boundary]) -> np.ndarray:
 
 def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Path) -> ChunkedStore:
     """Project the samples store's codes onto `boundaries` into a new store at `path`."""
-    groups = {space: [b for b in boundaries if b.space == space] for space in ("w", "wp")}
+    groups = {space: [b for b in boundaries if b.space == space] for space in ("w", "wp", "z")}
+    _check_dimensions(samples, groups)
     if groups["wp"] and not samples.has("wp"):
         raise ScoreError(
             f"{samples.path} holds no W+ codes for the per-layer boundaries "
@@ -40,6 +42,8 @@ def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Pat
     n, arrays = samples.num_samples, []
     if groups["w"]:
         arrays.append(ArraySpec("distance", (n, len(groups["w"])), ("sample", "boundary")))
+    if groups["z"]:
+        arrays.append(ArraySpec("distance_z", (n, len(groups["z"])), ("sample", "boundary_z")))
     if groups["wp"]:
         layers = samples.array("wp").shape[1]
         arrays.append(
@@ -58,11 +62,12 @@ def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Pat
         attrs={
             "boundary_names": [b.name for b in groups["w"]],
             "boundary_wp_names": [b.name for b in groups["wp"]],
+            "boundary_z_names": [b.name for b in groups["z"]],
         },
     )
     plans = [
         (space, name, np.concatenate([b.normal for b in groups[space]]), _offsets(groups[space]))
-        for space, name in (("w", "distance"), ("wp", "distance_wp"))
+        for space, name in (("w", "distance"), ("wp", "distance_wp"), ("z", "distance_z"))
         if groups[space]
     ]  # normals [M, D] or [M, L, D]
     for chunk in store.pending_chunks():
@@ -75,3 +80,18 @@ def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Pat
             },
         )
     return store
+
+
+def _check_dimensions(samples: ChunkedStore, groups: dict[str, list[Boundary]]) -> None:
+    """Refuse boundaries whose dimension (or layer count) differs from the stored codes'."""
+    for space, members in groups.items():
+        stored = space if samples.has(space) else "w"  # W+ boundaries: at least D must fit w
+        shape = tuple(samples.array(stored).shape[1:])  # (Z,), (D,) or (L, D)
+        for boundary in members:
+            found = tuple(boundary.normal.shape[1:])
+            if found != shape and (stored == space or found[-1:] != shape[-1:]):
+                raise BoundaryError(
+                    f"boundary '{boundary.name}' has shape {boundary.normal.shape} but the "
+                    f"samples store's {stored} codes have shape "
+                    f"(N, {', '.join(map(str, shape))}); use boundaries fitted on this model"
+                )

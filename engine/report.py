@@ -32,15 +32,49 @@ def own_semantic_index(table: DeltaTable) -> dict[int, int]:
     }
 
 
+def layer_wise_boundaries(table: DeltaTable) -> np.ndarray:
+    """bool [M]: boundaries whose per-layer rows were scored (Z boundaries: all layers only)."""
+    return ~np.isnan(table.delta[:, 1:]).all(axis=(1, 2))
+
+
 def summarize(
-    table: DeltaTable, *, distance: float, finished: dict | None = None
+    table: DeltaTable,
+    *,
+    distance: float,
+    finished: dict | None = None,
+    store_meta: dict | None = None,
 ) -> dict[str, Any]:
     """Per boundary: Delta at all layers, per-layer Delta, peak layer and the layers
-    indistinguishable from it; the layer ranking of every (boundary, semantic); cross effects."""
+    indistinguishable from it; the layer ranking of every (boundary, semantic); cross effects.
+
+    Z boundaries (all layers only) report the all-layers row; their layer entries are null/empty.
+    `store_meta` (the rescore store's attributes) adds each boundary's space and HiGAN's
+    recommended `manipulate_layers`."""
     own = own_semantic_index(table)
+    layer_wise = layer_wise_boundaries(table)
+    meta = store_meta or {}
+    spaces = meta.get("boundary_spaces") or [None] * len(table.boundary_names)
+    recommended = meta.get("boundary_manipulate_layers") or [None] * len(table.boundary_names)
     boundaries: dict[str, Any] = {}
     ranking: dict[str, Any] = {}
     for m, name in enumerate(table.boundary_names):
+        if not layer_wise[m]:
+            ranking[name] = {
+                semantic: {"peak_layer": None, "indistinguishable_layers": []}
+                for semantic in table.semantic_names
+            }
+            if m in own:
+                boundaries[name] = {
+                    **_all_layers_entry(table, m, own[m]),
+                    "space": spaces[m],
+                    "manipulate_layers": recommended[m],
+                    "peak_layer": None,
+                    "peak_delta": None,
+                    "indistinguishable_layers": [],
+                    "layer_delta": [],
+                    "layer_stderr": [],
+                }
+            continue
         peaks, mask = table.indistinguishable_layers(m)
         ranking[name] = {
             semantic: {
@@ -54,11 +88,9 @@ def summarize(
         s = own[m]
         per_layer, stderr = table.delta[m, 1:, s], table.stderr[m, 1:, s]
         boundaries[name] = {
-            "semantic": name,
-            "k": int(table.counts[m]),
-            "delta_all_layers": float(table.delta[m, 0, s]),
-            "stderr_all_layers": float(table.stderr[m, 0, s]),
-            "ci_all_layers": [float(table.ci_low[m, 0, s]), float(table.ci_high[m, 0, s])],
+            **_all_layers_entry(table, m, s),
+            "space": spaces[m],
+            "manipulate_layers": recommended[m],
             "peak_layer": int(peaks[s]),
             "peak_delta": float(per_layer[peaks[s]]),
             "indistinguishable_layers": np.flatnonzero(mask[:, s]).tolist(),
@@ -97,6 +129,17 @@ def summarize(
     }
 
 
+def _all_layers_entry(table: DeltaTable, m: int, s: int) -> dict[str, Any]:
+    """Boundary m scored on its own semantic s, all layers moved."""
+    return {
+        "semantic": table.boundary_names[m],
+        "k": int(table.counts[m]),
+        "delta_all_layers": float(table.delta[m, 0, s]),
+        "stderr_all_layers": float(table.stderr[m, 0, s]),
+        "ci_all_layers": [float(table.ci_low[m, 0, s]), float(table.ci_high[m, 0, s])],
+    }
+
+
 def write_summary(summary: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summary, indent=2))
 
@@ -114,7 +157,8 @@ def write_heatmap(table: DeltaTable, path: Path) -> None:
     """Layers x semantics heatmap of Delta, each semantic normalized to its maximum over layers;
     star = peak layer, dot = statistically indistinguishable from the peak."""
     plt = _pyplot()
-    own = own_semantic_index(table)
+    layer_wise = layer_wise_boundaries(table)
+    own = {m: s for m, s in own_semantic_index(table).items() if layer_wise[m]}
     # columns ordered by peak layer, so the hierarchy reads from left (early) to right (late)
     own = dict(
         sorted(

@@ -27,16 +27,16 @@ from tqdm.auto import tqdm
 from rescore.export.session import ScoringSession
 from rescore.kernels.manipulate import layer_sets_all_and_each, manipulate
 
-from .boundary import Boundary
+from .boundary import Boundary, check_family
 from .errors import ScoreError
 from .fit import resolve_semantics
 from .latents import Stream, latent_block
+from .readers import RESCORE_KIND, open_rescore  # noqa: F401  (open_rescore: re-exported)
 from .scoring import map_latents, score_codes, session_identity, session_record
 from .spec import ModelSpec
 from .stats import GainAccumulator, accumulate, gains, half_widths
 from .store import ArraySpec, ChunkedStore
-
-RESCORE_KIND = "rescore.rescore"
+from .zspace import moved_z_codes
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +66,7 @@ class RescoreConfig:
     chunk_size: int = 256
     batch_size: int = 32
     target: CiTarget | None = None
+    force_family: bool = False  # use boundaries fitted on another generator family
 
 
 def layer_labels(num_layers: int) -> list[str]:
@@ -85,6 +86,7 @@ def rescore_boundaries(
     """Create (or resume) the rescore store at `path` and fill every pending chunk."""
     geometry = session.geometry
     num_layers, semantics = geometry.num_layers, list(session.semantic_names)
+    check_family(boundaries, geometry.family, alias=spec.generator.name, force=config.force_family)
     directions = np.stack([b.directions(geometry) for b in boundaries])  # [M, L, D]
     layer_sets = layer_sets_all_and_each(num_layers)  # [K, L]
     n, m, k, s = config.num_latents, len(boundaries), len(layer_sets), len(semantics)
@@ -128,6 +130,8 @@ def rescore_boundaries(
         static={"directions": (directions, ("boundary", "layer", "dim"))},
         attrs={
             "boundary_names": [b.name for b in boundaries],
+            "boundary_spaces": [b.space for b in boundaries],  # 'z': all-layers row only
+            "boundary_manipulate_layers": [b.manipulate_layers for b in boundaries],
             "semantic_names": semantics,
             "layer_labels": layer_labels(num_layers),
             "sources": spec.sources(),
@@ -151,6 +155,13 @@ def rescore_boundaries(
             bar.update(count)
             manipulated = np.full((count, m, k, s), np.nan, dtype=np.float32)
             for b in np.flatnonzero(active):
+                if not boundaries[b].layer_wise:  # Z: move z, map, truncate; per-layer rows NaN
+                    moved = moved_z_codes(
+                        session, z, boundaries[b].normal, config.distance, config.batch_size
+                    )
+                    manipulated[:, b, 0] = score_codes(session, moved, config.batch_size)
+                    bar.update(k * count)
+                    continue
                 codes = manipulate(wp, directions[b : b + 1], layer_sets, config.distance)[0]
                 flat = codes.reshape(k * count, num_layers, geometry.w_dim)  # [K*n, L, D]
                 scores = score_codes(session, flat, config.batch_size).reshape(k, count, s)
@@ -185,7 +196,9 @@ def _targeted_semantics(target: CiTarget | None, semantics: list[str]) -> np.nda
 def _target_met(accumulator: GainAccumulator, target: CiTarget | None, columns: np.ndarray) -> bool:
     if target is None or accumulator.count < 2:
         return False
-    return bool(np.all(half_widths(accumulator)[:, columns] <= target.half_width))
+    widths = half_widths(accumulator)[:, columns]  # [K, S']
+    scored = ~np.isnan(accumulator.mean[:, columns]).all(axis=1)  # Z boundaries: 'all' only
+    return bool(np.all(widths[scored] <= target.half_width))
 
 
 def _finish_info(store, boundaries, accumulators, active, target, columns) -> dict:
@@ -203,10 +216,3 @@ def _finish_info(store, boundaries, accumulators, active, target, columns) -> di
         "target_half_width": target.half_width,
         "unmet_max_half_width": unmet,
     }
-
-
-def open_rescore(path: Path) -> ChunkedStore:
-    """Open a finished rescore store for reading."""
-    store = ChunkedStore.open(path, kind=RESCORE_KIND, mode="r")
-    store.require_complete("computing statistics")
-    return store

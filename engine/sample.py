@@ -22,11 +22,10 @@ from rescore.export.backends import BackendSpec
 from rescore.export.session import ScoringSession
 
 from .latents import Stream, latent_block
+from .readers import SAMPLES_KIND, open_samples  # noqa: F401  (open_samples: re-exported)
 from .scoring import map_latents, score_codes, session_identity, session_record
 from .spec import ModelSpec, open_model_session
 from .store import ArraySpec, ChunkedStore
-
-SAMPLES_KIND = "rescore.samples"
 
 
 @dataclass(frozen=True)
@@ -145,10 +144,3 @@ class SampleWorker:
             return sum(sample_chunk(session, store, self.config, c) for c in chunks)
 
         return work
-
-
-def open_samples(path: Path) -> ChunkedStore:
-    """Open a finished samples store for reading."""
-    store = ChunkedStore.open(path, kind=SAMPLES_KIND, mode="r")
-    store.require_complete("using its samples")
-    return store

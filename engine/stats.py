@@ -96,6 +96,8 @@ class DeltaTable:
             writer.writerow(CSV_COLUMNS)
             for m, boundary in enumerate(self.boundary_names):
                 for k, layer in enumerate(self.layer_labels):
+                    if k > 0 and np.isnan(self.delta[m, k]).all():
+                        continue  # a layer set never scored (Z boundaries: all layers only)
                     for s, semantic in enumerate(self.semantic_names):
                         writer.writerow(
                             (
@@ -136,18 +138,27 @@ def iter_chunk_gains(
     for the boundaries in `boundaries` (all by default; only their Zarr chunks are read)."""
     manipulated_array, original_array = store.array("manipulated"), store.array("original")
     active_array = store.array("active")
+    scored_sets = scored_layer_sets(store.meta, manipulated_array.shape[2])[boundaries]  # [M', K]
     for index in np.flatnonzero(store.completed()):
         start, stop = store.chunk_range(int(index))
         original = original_array[start:stop]  # [n, S]
         manipulated = manipulated_array[start:stop, boundaries]  # [n, M', K, S]
         active = active_array[start:stop, boundaries].astype(bool)  # [n, M']
-        bad = int((~np.isfinite(original)).sum() + (~np.isfinite(manipulated[active])).sum())
+        scored = active[:, :, None] & scored_sets[None]  # [n, M', K]
+        bad = int((~np.isfinite(original)).sum() + (~np.isfinite(manipulated[scored])).sum())
         if bad:
             raise ScoreError(
                 f"{store.path} holds {bad} NaN/inf scores in samples {start}..{stop - 1}; "
                 f"check the predictor and the boundaries' distance"
             )
         yield int(index), gains(original, manipulated), active
+
+
+def scored_layer_sets(meta: dict, num_sets: int) -> np.ndarray:
+    """bool [M, K]: which layer sets of each boundary were scored (Z boundaries: 'all' only;
+    their per-layer rows are NaN)."""
+    spaces = meta.get("boundary_spaces") or ["w"] * len(meta["boundary_names"])
+    return np.array([[space != "z" or k == 0 for k in range(num_sets)] for space in spaces])
 
 
 def accumulate(store: ChunkedStore) -> list[GainAccumulator]:

@@ -8,7 +8,7 @@ NumPy on the host (codes in, scores out); images are produced and consumed on th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -18,6 +18,8 @@ from rescore.models.base import Generator, Predictor
 from rescore.models.errors import BackendUnavailableError, ShapeMismatchError
 from rescore.models.fused import ScoringPass
 
+from .geometry import LatentGeometry  # re-exported: its home is the torch-free export.geometry
+
 
 @dataclass(frozen=True)
 class SessionInfo:
@@ -26,22 +28,6 @@ class SessionInfo:
     backend: str
     precision: str
     device: str
-
-
-@dataclass(frozen=True, eq=False)
-class LatentGeometry:
-    """Shapes of the latent spaces and the truncation that links w to wp."""
-
-    z_dim: int
-    w_dim: int
-    num_layers: int
-    w_avg: np.ndarray = field(repr=False)  # [D] float32
-    truncation: np.ndarray = field(repr=False)  # [L] float32, psi_l (1.0 = untouched)
-
-    def truncate(self, w: np.ndarray) -> np.ndarray:
-        """w [N, D] -> wp [N, L, D]: wp[:, l] = w_avg + (w - w_avg) * psi_l."""
-        w_avg = self.w_avg[None, None, :]
-        return (w_avg + (w[:, None, :] - w_avg) * self.truncation[None, :, None]).astype(np.float32)
 
 
 class ScoringSession(Protocol):
@@ -68,14 +54,18 @@ class ScoringSession(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def latent_geometry(generator: Generator) -> LatentGeometry:
-    """The generator's latent shapes, w_avg and truncation, as host arrays."""
+def latent_geometry(generator: Generator, family: str | None = None) -> LatentGeometry:
+    """The generator's latent shapes, w_avg and truncation, as host arrays.
+
+    `family` is the generator's `family` attribute when it has one, else the given default (the
+    registry name it was built from)."""
     return LatentGeometry(
         z_dim=int(generator.z_dim),
         w_dim=int(generator.w_dim),
         num_layers=int(generator.num_layers),
         w_avg=generator.average_w().detach().float().cpu().numpy().reshape(-1),
         truncation=generator.truncation_coefficients().detach().float().cpu().numpy().reshape(-1),
+        family=getattr(generator, "family", None) or family,
     )
 
 

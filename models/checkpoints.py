@@ -7,6 +7,7 @@ right; the error lists what is wrong). `sha256_file` gives the digest recorded i
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import pickle
 import zipfile
@@ -90,14 +91,21 @@ def load_strict(
     path: Path | str,
     what: str,
     keep: Iterable[str] = (),
+    optional: Iterable[str] = (),
 ) -> None:
     """Copy `state_dict` into `module` with strict=True semantics and a readable error.
 
-    Names in `keep` must be present in the file but keep the module's own value (HiGAN does this for
-    ``truncation.truncation``, which follows the user's truncation settings, not the file).
+    Names in `keep` keep the module's own value whether or not the file holds them (HiGAN does this
+    for ``truncation.truncation``, which follows the user's truncation settings, not the file).
+    Names matching a glob in `optional` may be absent from the file (published files that predate
+    a buffer, e.g. BatchNorm's ``*.num_batches_tracked``); absent ones keep the module's value.
     """
     expected = module.state_dict()
-    missing = [k for k in expected if k not in state_dict]
+    keep, optional = set(keep), tuple(optional)
+    may_be_absent = [
+        k for k in expected if k in keep or any(fnmatch.fnmatchcase(k, p) for p in optional)
+    ]
+    missing = [k for k in expected if k not in state_dict and k not in may_be_absent]
     unexpected = [k for k in state_dict if k not in expected]
     misshaped = [
         f"{k} {tuple(state_dict[k].shape)}!={tuple(v.shape)}"
@@ -117,8 +125,9 @@ def load_strict(
             f"check that the file and the model settings (resolution, channels) belong together"
         )
     merged = dict(state_dict)
-    for name in keep:
-        merged[name] = expected[name]
+    for name in may_be_absent:
+        if name in keep or name not in merged:
+            merged[name] = expected[name]
     module.load_state_dict(merged, strict=True)
 
 

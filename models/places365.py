@@ -228,7 +228,9 @@ def load_places365(
         read_checkpoint(path, what=_WHAT), path=path, what=_WHAT, key="state_dict"
     )
     state_dict = {name.removeprefix("module."): value for name, value in state_dict.items()}
-    load_strict(network, state_dict, path=path, what=_WHAT)
+    # The published file (2017) predates PyTorch 0.4.1's BatchNorm `num_batches_tracked` buffers;
+    # torch loads such version-less BatchNorm state too (the counter plays no part in eval mode).
+    load_strict(network, state_dict, path=path, what=_WHAT, optional=("*.num_batches_tracked",))
     return Places365Predictor(
         network,
         torch.from_numpy(_read_attribute_weight(directory / ATTRIBUTE_WEIGHT_FILE)),

@@ -14,6 +14,7 @@ which load with strict=True. Noise is always the stored per-layer buffer (HiGAN'
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,9 @@ _LRELU_SLOPE = 0.2
 _NORM_EPS = 1e-8
 _MAPPING_LR_MUL = 0.01
 _WHAT = "StyleGAN generator checkpoint"
+# genforce/HiGAN delete these before torch.save and rebuild them from the model settings on load.
+_MODEL_SPECIFIC_VARS = ("truncation.truncation",)
+_SYNTHESIS_LAYER = re.compile(r"synthesis\.layer(\d+)\.")
 
 
 class _Holder(nn.Module):
@@ -409,24 +413,32 @@ class StyleGANGenerator(nn.Module):
 
 
 def _resolution_in_file(state_dict: dict[str, torch.Tensor], path: Path) -> int:
-    """Resolution of a StyleGAN v1 state dict, from `truncation.truncation` [1, L, 1] or layers."""
+    """Resolution of a StyleGAN v1 state dict, from its synthesis layers (never from buffers).
+
+    genforce's converter deletes `truncation.truncation` before saving (its loader rebuilds it from
+    the model settings), so published files lack it; a file that holds it must agree with its
+    synthesis weights.
+    """
     if "synthesis.layer0.const" not in state_dict or "mapping.dense0.wscale.bias" not in state_dict:
         raise CheckpointError(
             f"{path} is not a StyleGAN (v1) generator checkpoint (no 'synthesis.layer0.const' or "
             f"'mapping.dense0.wscale.bias'); pass a file like stylegan_bedroom256_generator.pth"
         )
-    coefficients = state_dict.get("truncation.truncation")
-    if coefficients is not None and coefficients.ndim == 3:
-        num_layers = coefficients.shape[1]
-    else:
-        num_layers = sum(
-            1 for k in state_dict if k.startswith("synthesis.layer") and k.endswith("epilogue.bias")
-        )
+    indices = [int(m.group(1)) for k in state_dict if (m := _SYNTHESIS_LAYER.match(k))]
+    num_layers = max(indices) + 1
     resolution = 2 ** ((num_layers + 2) // 2)
     if num_layers % 2 or resolution not in _RESOLUTIONS_ALLOWED:
         raise CheckpointError(
             f"{_WHAT} {path} has {num_layers} synthesis layers, which matches no supported "
             f"resolution {list(_RESOLUTIONS_ALLOWED)}; pass an unmodified published file"
+        )
+    coefficients = state_dict.get("truncation.truncation")
+    if coefficients is not None and tuple(coefficients.shape) != (1, num_layers, 1):
+        raise CheckpointError(
+            f"{_WHAT} {path} holds truncation.truncation of shape {tuple(coefficients.shape)} "
+            f"but its synthesis weights have {num_layers} layers ({resolution}px, expected "
+            f"(1, {num_layers}, 1)); the file is inconsistent: drop that buffer or pass an "
+            f"unmodified published file"
         )
     return resolution
 
@@ -436,9 +448,10 @@ def load_stylegan(
 ) -> StyleGANGenerator:
     """Load a genforce/HiGAN StyleGAN checkpoint (plain state dict) into an eval-mode float32 model.
 
-    The resolution is read from the file. Truncation follows the arguments, not the file's
-    `truncation.truncation` buffer (as HiGAN does). Raises `CheckpointError` for a missing, corrupt,
-    unsafe or non-StyleGAN file and lists missing, unexpected and mis-shaped keys.
+    The resolution is read from the synthesis weights. Truncation follows the arguments: the
+    published files hold no `truncation.truncation` (genforce's converter deletes it), and one
+    that a file does hold is ignored, as HiGAN's loader does. Raises `CheckpointError` for a
+    missing, corrupt, unsafe or non-StyleGAN file and lists missing, unexpected and mis-shaped keys.
     """
     path = Path(path)
     state_dict = as_state_dict(read_checkpoint(path, what=_WHAT), path=path, what=_WHAT)
@@ -447,7 +460,7 @@ def load_stylegan(
         model = StyleGANGenerator(
             resolution, truncation_psi=truncation_psi, truncation_layers=truncation_layers
         )
-    load_strict(model, state_dict, path=path, what=_WHAT, keep=("truncation.truncation",))
+    load_strict(model, state_dict, path=path, what=_WHAT, keep=_MODEL_SPECIFIC_VARS)
     return model.float().eval()
 
 
@@ -463,7 +476,7 @@ def save_random_stylegan(path: Path | str, *, resolution: int, seed: int = 0) ->
     with torch.random.fork_rng(devices=[]):
         model = StyleGANGenerator(resolution)
     generator = torch.Generator().manual_seed(seed)
-    kept = ("synthesis.lod", "truncation.truncation")
+    kept = ("synthesis.lod", *_MODEL_SPECIFIC_VARS)
     with torch.no_grad():
         for name, tensor in model.state_dict(keep_vars=True).items():
             if name in kept or name.endswith("blur.kernel"):
@@ -474,6 +487,7 @@ def save_random_stylegan(path: Path | str, *, resolution: int, seed: int = 0) ->
             if name.startswith("mapping."):
                 values = values / _MAPPING_LR_MUL
             tensor.copy_(values)
+    state_dict = {k: v for k, v in model.state_dict().items() if k not in _MODEL_SPECIFIC_VARS}
     path = Path(path)
-    torch.save(model.state_dict(), path)
+    torch.save(state_dict, path)
     return path

@@ -141,6 +141,21 @@ def test_loads_a_checkpoint_without_the_module_prefix(files, predictor, tmp_path
         assert torch.equal(loaded[name], value), name
 
 
+def test_loads_the_2017_file_without_num_batches_tracked(files, predictor, tmp_path):
+    """The published file predates PyTorch 0.4.1: no `*.num_batches_tracked` (20 buffers)."""
+    directory = _copy_files(files, tmp_path / "pre041")
+    checkpoint = torch.load(files / CHECKPOINT_FILE, weights_only=True)
+    counters = [k for k in checkpoint["state_dict"] if k.endswith("num_batches_tracked")]
+    assert len(counters) == 20
+    for name in counters:
+        del checkpoint["state_dict"][name]
+    torch.save(checkpoint, directory / CHECKPOINT_FILE)
+    loaded = load_places365(directory)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), predictor(images), rtol=0, atol=0)
+
+
 def test_scores_match_higan_per_image_pipeline(predictor):
     torch.manual_seed(1)
     images = torch.rand(2, 3, 256, 256) * 2.4 - 1.2  # out of range values get clipped

@@ -60,6 +60,8 @@ def test_state_dict_equals_published_manifest(resolution: int, num_layers: int) 
     with torch.device("meta"):
         model = StyleGANGenerator(resolution)
     shapes = {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
+    # genforce's converter deletes its model_specific_vars before saving: the files lack them
+    assert shapes.pop("truncation.truncation") == [1, num_layers, 1]
     assert shapes == manifest
     assert model.num_layers == num_layers
     assert isinstance(model, Generator)
@@ -324,6 +326,51 @@ def test_truncation_follows_settings_not_file(random_file: Path, tmp_path: Path)
         torch.testing.assert_close(model(z), model.synthesize(wp))
 
 
+def _genforce_converted(model: StyleGANGenerator, path: Path) -> Path:
+    """Save `model` exactly as genforce/HiGAN's converter does (`convert_tf_weights`): the net's
+    state dict with its `model_specific_vars` deleted, then `torch.save(state_dict, path)`."""
+    state_dict = model.state_dict()
+    for var_name in ["truncation.truncation"]:  # StyleGANGenerator.model_specific_vars
+        del state_dict[var_name]
+    torch.save(state_dict, path)
+    return path
+
+
+@pytest.mark.parametrize("resolution", [8, 16])
+def test_loads_genforce_converted_file_without_truncation_buffer(
+    resolution: int, tmp_path: Path
+) -> None:
+    source = StyleGANGenerator(resolution).eval()
+    path = _genforce_converted(source, tmp_path / f"stylegan_tiny{resolution}_generator.pth")
+    assert "truncation.truncation" not in torch.load(path, weights_only=True)
+
+    model = load_stylegan(path, truncation_psi=0.5, truncation_layers=2)
+    assert model.resolution == resolution and model.num_layers == source.num_layers
+    coefficients = [0.5, 0.5] + [1.0] * (source.num_layers - 2)
+    assert model.truncation_coefficients().tolist() == coefficients
+    for name, tensor in source.state_dict().items():
+        if name != "truncation.truncation":
+            assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_random_files_are_written_as_genforce_writes_them(random_file: Path) -> None:
+    assert "truncation.truncation" not in torch.load(random_file, weights_only=True)
+
+
+def test_truncation_buffer_that_disagrees_with_the_weights_is_refused(
+    random_file: Path, tmp_path: Path
+) -> None:
+    path = _rewritten(
+        random_file,
+        tmp_path / "inconsistent.pth",
+        lambda s: s.update({"truncation.truncation": torch.ones(1, 14, 1)}),
+    )
+    with pytest.raises(
+        CheckpointError, match=r"truncation\.truncation of shape \(1, 14, 1\).*4 layers"
+    ):
+        load_stylegan(path)
+
+
 class _Payload:
     """A custom class: its pickle must be refused by weights_only loading."""
 
@@ -367,7 +414,7 @@ def test_loader_errors(random_file: Path, tmp_path: Path) -> None:
             r"mis-shaped 1 .*synthesis\.output1\.bias \(4,\)!=\(3,\)",
         ),
         (
-            lambda s: s.update({"truncation.truncation": torch.ones(1, 5, 1)}),
+            lambda s: s.update({"synthesis.layer4.epilogue.bias": torch.zeros(4)}),
             "5 synthesis layers.*supported resolution",
         ),
     ],
