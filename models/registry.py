@@ -101,6 +101,24 @@ def _synthetic(path: Path | None, options: GeneratorOptions) -> nn.Module:
     return synthetic.build_synthetic(**kwargs)
 
 
+def _stylegan3(path: Path | None, options: GeneratorOptions) -> nn.Module:
+    """An NVlabs stylegan3 network pickle (G_ema, configs T and R), read without executing it."""
+    if path is None:
+        raise RescoreError(
+            "the stylegan3 generator needs its NVlabs network pickle; pass --generator "
+            "stylegan3=/path/to/stylegan3-t-ffhq-1024x1024.pkl"
+        )
+    from . import nvlabs_pickle
+
+    model = nvlabs_pickle.load_nvlabs_pickle(path, options)
+    family = getattr(model, "family", None)
+    if family != "stylegan3":
+        raise RescoreError(
+            f"{path} holds a {family} generator, not a StyleGAN3; pass --generator {family}={path}"
+        )
+    return model
+
+
 def _places365(path: Path | None) -> nn.Module:
     from . import places365
 
@@ -132,6 +150,7 @@ def _synthetic_predictor(path: Path | None) -> nn.Module:
 GENERATORS: dict[str, GeneratorFactory] = {
     "stylegan": _stylegan,
     "synthetic": _synthetic,
+    "stylegan3": _stylegan3,
 }
 
 PREDICTORS: dict[str, PredictorFactory] = {
