@@ -134,6 +134,17 @@ def config_from_init_kwargs(init_kwargs: dict[str, Any]) -> StyleGAN3Config:
     return config
 
 
+def nvlabs_init_kwargs(config: StyleGAN3Config) -> dict[str, Any]:
+    """The init kwargs NVlabs records for a Generator of `config` (inverse of the reader above).
+
+    For tests that write stylegan3 pickles: every setting explicit, synthesis and layer kwargs
+    flattened, mapping settings under `mapping_kwargs`.
+    """
+    kwargs = {f.name: getattr(config, f.name) for f in fields(config)}
+    mapping = {nvlabs: kwargs.pop(ours) for nvlabs, ours in _MAPPING_KWARGS.items()}
+    return {**kwargs, "mapping_kwargs": mapping}
+
+
 # ------------------------------------------------------------------------------------------------
 # Reference ops (NVlabs impl='ref'), written export-friendly
 

@@ -25,6 +25,7 @@ from rescore.models.stylegan3 import (
     config_from_init_kwargs,
     from_nvlabs,
     modulated_conv2d,
+    nvlabs_init_kwargs,
     random_stylegan3,
     upfirdn2d,
 )
@@ -197,6 +198,13 @@ def test_init_kwargs_are_read_flat_or_nested_and_unknown_names_refused() -> None
     nested = {k: v for k, v in flat.items() if k not in synthesis} | {"synthesis_kwargs": synthesis}
     assert config_from_init_kwargs(nested) == config_from_init_kwargs(flat)
     assert config_from_init_kwargs(flat).num_ws == 8
+    config_r = StyleGAN3Config(z_dim=4, c_dim=2, w_dim=4, img_resolution=16).preset("r")
+    assert config_from_init_kwargs(nvlabs_init_kwargs(config_r)) == config_r
+    assert (config_r.conv_kernel, config_r.use_radial_filters, config_r.channel_base) == (
+        1,
+        True,
+        65536,
+    )
     with pytest.raises(CheckpointError, match="unknown: \\['architecture'\\]"):
         config_from_init_kwargs({**flat, "architecture": "skip"})
     with pytest.raises(CheckpointError, match="mapping_kwargs.embed_features"):
