@@ -8,6 +8,7 @@ beside them; see the README there for the recipe.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -224,6 +225,32 @@ def test_a_state_dict_that_does_not_fit_is_refused_with_the_keys() -> None:
 def test_registry_asks_for_the_pickle() -> None:
     with pytest.raises(RescoreError, match="stylegan3=/path/to/"):
         build_generator(ModelRef.parse("stylegan3"))
+
+
+def test_registry_reads_pickles_through_nvlabs_pickle_and_refuses_other_families(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reference = _fixture("stylegan3_r")
+    seen = []
+
+    def load_nvlabs_pickle(path, options):
+        seen.append((path, options))
+        if path.name == "sg2.pkl":
+            return nn.Module()  # stands for a StyleGAN2 (its `family` is not "stylegan3")
+        return from_nvlabs(reference["init_kwargs"], reference["state_dict"], options)
+
+    import rescore.models
+
+    fake = type(sys)("rescore.models.nvlabs_pickle")
+    fake.load_nvlabs_pickle = load_nvlabs_pickle
+    monkeypatch.setitem(sys.modules, "rescore.models.nvlabs_pickle", fake)
+    monkeypatch.setattr(rescore.models, "nvlabs_pickle", fake, raising=False)
+    options = GeneratorOptions(class_index=2, truncation_psi=0.5)
+    model = build_generator(ModelRef.parse("stylegan3=/w/sg3.pkl"), options)
+    assert isinstance(model, StyleGAN3Generator) and seen == [(Path("/w/sg3.pkl"), options)]
+    assert model.truncation_coefficients().tolist() == [0.5] * 8
+    with pytest.raises(RescoreError, match="not a StyleGAN3"):
+        build_generator(ModelRef.parse("stylegan3=/w/sg2.pkl"), options)
 
 
 # ----------------------------------------------------------------------------------------------
