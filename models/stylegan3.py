@@ -15,9 +15,10 @@ ONNX. Two deliberate, numerically negligible differences, both for a batch-indep
 exportable graph: the modulated convolution scales the input and the output instead of building
 per-sample weights for a grouped convolution (the same linear map), and the style pre-normalization
 is per sample (NVlabs normalizes over the whole batch; demodulation cancels that scale up to its
-1e-8 epsilon). Parameter names are NVlabs' `Generator.state_dict()` keys, so a pickle's state dict
-loads with strict=True. The network always runs in float32 (NVlabs' fp16 layers are a CUDA
-speed-up; `num_fp16_res` is accepted and ignored).
+1e-8 epsilon). The separable upsampling runs polyphase (`upsample_separable`, bound by a test to
+the zero-insertion reference `upfirdn2d`). Parameter names are NVlabs' `Generator.state_dict()`
+keys, so a pickle's state dict loads with strict=True. The network always runs in float32
+(NVlabs' fp16 layers are a CUDA speed-up; `num_fp16_res` is accepted and ignored).
 """
 
 from __future__ import annotations
@@ -183,6 +184,34 @@ def upfirdn2d(
     return F.conv2d(x, kernel.transpose(2, 3), stride=(down, 1), groups=channels)
 
 
+def upsample_separable(
+    x: torch.Tensor, f: torch.Tensor, *, up: int, padding: tuple[int, int, int, int], gain: float
+) -> torch.Tensor:
+    """`upfirdn2d(x, f, up=up, padding=padding, gain=gain)` for a separable f [K], polyphase.
+
+    Fast path: each axis is one strided transposed convolution, which skips the products with the
+    inserted zeros instead of computing them (the same sums), then the padding of the reference
+    becomes a shift of that full convolution. x [B, C, H, W] -> [B, C, H', W'].
+    """
+    channels, taps = x.shape[1], f.shape[0]
+    kernel = (f * gain**0.5).to(x.dtype).view(1, 1, 1, taps).expand(channels, 1, 1, taps)
+    kernel = kernel.contiguous()  # [C, 1, 1, K]; a transposed conv convolves (no flip needed)
+    px0, px1, py0, py1 = padding
+    for axis, (pad_lo, pad_hi) in ((3, (px0, px1)), (2, (py0, py1))):
+        length = x.shape[axis]
+        if axis == 3:
+            x = F.conv_transpose2d(x, kernel, stride=(1, up), groups=channels)
+        else:
+            x = F.conv_transpose2d(x, kernel.transpose(2, 3), stride=(up, 1), groups=channels)
+        # Reference sample i is sample i + (taps - 1 - pad_lo) of the full convolution.
+        start = taps - 1 - pad_lo
+        end = length * up + pad_hi  # exclusive; the full convolution has (length-1)*up + taps
+        full = (length - 1) * up + taps
+        pads = [0, 0] * (3 - axis) + [max(-start, 0), max(end - full, 0)]
+        x = F.pad(x, pads).narrow(axis, max(start, 0), end - start)
+    return x
+
+
 def filtered_lrelu(
     x: torch.Tensor,
     fu: torch.Tensor | None,
@@ -201,7 +230,10 @@ def filtered_lrelu(
     x [B, C, H, W] -> [B, C, H', W'] with H' = (H*up + py0 + py1 - (|fu|-1) - (|fd|-1)) // down.
     """
     x = x + b.view(1, -1, 1, 1)
-    x = upfirdn2d(x, fu, up=up, padding=padding, gain=up**2)
+    if fu is not None and fu.ndim == 1 and up > 1:
+        x = upsample_separable(x, fu, up=up, padding=padding, gain=up**2)
+    else:
+        x = upfirdn2d(x, fu, up=up, padding=padding, gain=up**2)
     if slope != 1:
         x = F.leaky_relu(x, slope)
     if gain != 1:

@@ -29,6 +29,7 @@ from rescore.models.stylegan3 import (
     nvlabs_init_kwargs,
     random_stylegan3,
     upfirdn2d,
+    upsample_separable,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures" / "stylegan3"
@@ -132,6 +133,17 @@ def test_strided_downsampling_equals_filtering_then_dropping_samples() -> None:
         torch.testing.assert_close(
             upfirdn2d(x, f, down=2, padding=(1, 2, 2, 1)), dense[..., ::2, ::2]
         )
+
+
+@pytest.mark.parametrize("up", [2, 4])
+@pytest.mark.parametrize("padding", [(0, 0, 0, 0), (11, 10, 11, 10), (-3, 2, 5, -4), (20, 5, 9, 1)])
+def test_polyphase_upsampling_equals_zero_insertion_then_filtering(up: int, padding) -> None:
+    generator = torch.Generator().manual_seed(up)
+    x = torch.randn(2, 3, 9, 7, generator=generator)
+    f = torch.rand(6 * up, generator=generator) / up
+    expected = upfirdn2d(x, f, up=up, padding=padding, gain=up**2)
+    actual = upsample_separable(x, f, up=up, padding=padding, gain=up**2)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_modulated_conv_equals_the_per_sample_weight_form() -> None:
