@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from torch import nn
 from .base import truncate
 from .checkpoints import load_strict
 from .errors import CheckpointError, RescoreError, ShapeMismatchError
+
+if TYPE_CHECKING:  # the registry imports this module lazily; no import cycle at run time
+    from .registry import GeneratorOptions
 
 _LRELU_SLOPE = 0.2
 _LRELU_GAIN = math.sqrt(2.0)
@@ -281,7 +284,9 @@ class FullyConnectedLayer(nn.Module):
     gain sqrt 2. x [B, in] -> y [B, out].
     """
 
-    def __init__(self, in_dim: int, out_dim: int, *, lr_multiplier: float = 1.0, lrelu=False):
+    def __init__(
+        self, in_dim: int, out_dim: int, *, lr_multiplier: float = 1.0, lrelu: bool = False
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_multiplier)
         self.bias = nn.Parameter(torch.zeros(out_dim))
@@ -660,7 +665,9 @@ def _one_hot(c_dim: int, class_index: int | None) -> torch.Tensor | None:
     return label
 
 
-def from_nvlabs(init_kwargs: dict[str, Any], state_dict: dict[str, torch.Tensor], options: Any):
+def from_nvlabs(
+    init_kwargs: dict[str, Any], state_dict: dict[str, torch.Tensor], options: GeneratorOptions
+) -> StyleGAN3Generator:
     """Build rescore's StyleGAN3 from a pickled NVlabs `networks_stylegan3.Generator` (G_ema).
 
     `init_kwargs`: the Generator's recorded init kwargs; `state_dict`: its `state_dict()` (keys as
