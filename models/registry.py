@@ -110,13 +110,7 @@ def _stylegan3(path: Path | None, options: GeneratorOptions) -> nn.Module:
         )
     from . import nvlabs_pickle
 
-    model = nvlabs_pickle.load_nvlabs_pickle(path, options)
-    family = getattr(model, "family", None)
-    if family != "stylegan3":
-        raise RescoreError(
-            f"{path} holds a {family} generator, not a StyleGAN3; pass --generator {family}={path}"
-        )
-    return model
+    return nvlabs_pickle.load_generator(path, options, expect="stylegan3")
 
 
 def _places365(path: Path | None) -> nn.Module:
