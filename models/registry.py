@@ -123,6 +123,16 @@ def _biggan(path: Path | None, options: GeneratorOptions) -> nn.Module:
     return biggan.load_biggan(
         path, class_index=options.class_index, truncation_psi=options.truncation_psi
     )
+def _stylegan3(path: Path | None, options: GeneratorOptions) -> nn.Module:
+    """An NVlabs stylegan3 network pickle (G_ema, configs T and R), read without executing it."""
+    if path is None:
+        raise RescoreError(
+            "the stylegan3 generator needs its NVlabs network pickle; pass --generator "
+            "stylegan3=/path/to/stylegan3-t-ffhq-1024x1024.pkl"
+        )
+    from . import nvlabs_pickle
+
+    return nvlabs_pickle.load_generator(path, options, expect="stylegan3")
 
 
 def _places365(path: Path | None) -> nn.Module:
@@ -159,6 +169,7 @@ GENERATORS: dict[str, GeneratorFactory] = {
     # PGGAN and BigGAN (issue 9)
     "pggan": _pggan,
     "biggan": _biggan,
+    "stylegan3": _stylegan3,
 }
 
 PREDICTORS: dict[str, PredictorFactory] = {
