@@ -496,6 +496,62 @@ def demo(
     _print_outputs(RunDirectory(out))
 
 
+directions_app = typer.Typer(
+    no_args_is_help=True,
+    help="Directions without labels (SeFa, GANSpace PCA) into OUT/directions/<method>/.",
+)
+app.add_typer(directions_app, name="directions")
+DirectionCount = Annotated[int, typer.Option("--num", "-n", help="Number of directions k.")]
+
+
+@directions_app.command(name="sefa")
+@_user_errors
+def directions_sefa(
+    out: Out,
+    layers: Annotated[str, typer.Option(help="Layer codes to factorize: all, 3, 0-4, 0,2.")] = "all",
+    num: DirectionCount = 10,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="Generator NAME[=CHECKPOINT] (default: the one OUT/samples.zarr used)."),
+    ] = None,
+    truncation_psi: TruncationPsi = None,
+    truncation_layers: TruncationLayers = None,
+    model_seed: ModelSeed = 0,
+) -> None:
+    """SeFa: eigenvectors of the stacked, normalised weights that read the layer codes.
+
+    Writes OUT/directions/sefa/sefa_<i>.npy + .json (W boundaries, strongest first); any command
+    that takes boundaries (rescore, grid, condition, project, name) takes them.
+
+    Example:  rescore directions sefa -o runs/bedroom --layers 0-5 --num 5
+    """
+    from .directions import sefa_step
+
+    options = GeneratorOptions(truncation_psi, truncation_layers, seed=model_seed)
+    ref = ModelRef.parse(generator) if generator else None
+    paths = sefa_step(out, ref, options, layers, num)
+    typer.echo(f"sefa: {len(paths)} directions in {paths[0].parent}")
+
+
+@directions_app.command(name="pca")
+@_user_errors
+def directions_pca(
+    out: Out,
+    num: DirectionCount = 10,
+    space: Annotated[str, typer.Option(help="w, or wp (needs a --wplus samples store).")] = "w",
+) -> None:
+    """GANSpace: principal components of the codes in OUT/samples.zarr, streamed.
+
+    Writes OUT/directions/pca/pca_<i>.npy + .json with the explained variance.
+
+    Example:  rescore directions pca -o runs/bedroom --num 10
+    """
+    from .directions import pca_step
+
+    paths = pca_step(out, space, num)
+    typer.echo(f"pca: {len(paths)} directions in {paths[0].parent}")
+
+
 def _print_summary(summary: dict) -> None:
     typer.echo(
         f"{'semantic':28s} {'K':>6s} {'delta(all)':>10s} {'peak layer':>10s} "
