@@ -508,7 +508,7 @@ DirectionCount = Annotated[int, typer.Option("--num", "-n", help="Number of dire
 @_user_errors
 def directions_sefa(
     out: Out,
-    layers: Annotated[str, typer.Option(help="Layer codes to factorize: all, 3, 0-4, 0,2.")] = "all",
+    layers: Annotated[str, typer.Option(help="Layer codes to factorize: all, 3, 0-4.")] = "all",
     num: DirectionCount = 10,
     generator: Annotated[
         str | None,

@@ -115,9 +115,7 @@ def pca_directions(
     if space not in ("w", "wp"):
         raise ScoreError(f"unknown --space '{space}'; use w or wp")
     if space == "wp" and not store.has("wp"):
-        raise ScoreError(
-            f"{store.path} holds no wp codes; sample with --wplus or use --space w"
-        )
+        raise ScoreError(f"{store.path} holds no wp codes; sample with --wplus or use --space w")
     array = store.array(space)
     shape = tuple(array.shape[1:])
     moments = _Moments(int(np.prod(shape)))

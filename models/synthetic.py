@@ -10,7 +10,8 @@ with fixed orthonormal directions a_f and scale_f the spread of a_f . (w - w_avg
 spread before truncation. Like a StyleGAN style affine, each layer reads its code through a weight
 matrix (`layer_code_weights`): factor f is read by `FACTOR_CHANNELS[f]` style channels on every
 layer of its group, each with weight row a_f. SeFa normalises rows, so these multiplicities set its
-eigenvalues (|group(f)| x channels, distinct for 10 layers): SeFa on these weights recovers each a_f. `SyntheticScenePredictor` measures every factor from pixels alone.
+eigenvalues (|group(f)| x channels, distinct for 10 layers): SeFa on them recovers each a_f.
+`SyntheticScenePredictor` measures every factor from pixels alone.
 Re-scoring the generator with the predictor (HiGAN: SVM boundary in W, move one layer at a time)
 must find each factor's effect peaking inside its group: `factor_layers` is the ground truth.
 

@@ -72,9 +72,8 @@ def test_sefa_on_the_synthetic_model_recovers_every_factor_direction():
     match = np.abs(vectors @ directions.T)  # [k, F]
     assert np.allclose(np.sort(match.max(axis=1)), 1.0, atol=1e-6)
     assert sorted(match.argmax(axis=1)) == list(range(len(directions)))  # each factor once
-    expected = [
-        len(generator.factor_layers[name]) * FACTOR_CHANNELS[name] for name in generator.factor_names
-    ]
+    groups = generator.factor_layers
+    expected = [len(groups[name]) * FACTOR_CHANNELS[name] for name in generator.factor_names]
     assert np.allclose(values, np.array(expected, float)[match.argmax(axis=1)])
     # One group's layers give exactly that group's factors.
     layers = generator.factor_layers["object_size"]
@@ -117,7 +116,8 @@ def test_streamed_pca_equals_in_memory_pca(toy_store, space):
 
 
 def test_directions_are_boundary_files_with_their_metadata(toy_store, tmp_path):
-    paths = write_directions(pca_directions(toy_store, "wp", num=2, info={"family": "toy"}), tmp_path)
+    found = pca_directions(toy_store, "wp", num=2, info={"family": "toy"})
+    paths = write_directions(found, tmp_path)
     assert [p.name for p in paths] == ["pca_0.npy", "pca_1.npy"]
     loaded = load_boundaries([tmp_path / "directions" / "pca"])
     assert loaded[0].normal.shape == (1, 4, 6) and loaded[0].space == "wp"
