@@ -552,6 +552,74 @@ def directions_pca(
     typer.echo(f"pca: {len(paths)} directions in {paths[0].parent}")
 
 
+@app.command()
+@_user_errors
+def name(
+    out: Out,
+    boundary: Annotated[
+        list[Path],
+        typer.Option(
+            "--boundary",
+            "-b",
+            help="Direction .npy file or directory (repeatable; default every "
+            "OUT/directions/<method>/).",
+        ),
+    ] = [],
+    num: Annotated[int, typer.Option("--num", "-n", help="Fresh latents K.")] = 200,
+    distance: Annotated[float, typer.Option(help="Move by +lambda and -lambda.")] = 3.0,
+    min_effect: Annotated[
+        float, typer.Option(help="Smallest |effect| (in semantic spreads) that names.")
+    ] = 0.2,
+    top: Annotated[int, typer.Option(help="Most named semantics per direction.")] = 3,
+    seed: Seed = 0,
+    chunk_size: Annotated[int, typer.Option(help="Latents per store chunk.")] = 100,
+    batch_size: BatchSize = None,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="Generator NAME[=PATH] (default: the one OUT/samples.zarr used)."),
+    ] = None,
+    predictor: Annotated[
+        list[str], typer.Option("--predictor", "-p", help="Predictors (with --generator).")
+    ] = [],
+    model_seed: ModelSeed = 0,
+    backend: Backend = "auto",
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    cache_dir: CacheDir = None,
+    onnx_dir: OnnxDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Name unsupervised directions by re-scoring them at +lambda and -lambda.
+
+    Every semantic is scored at all layers and at each layer; writes OUT/names.csv,
+    OUT/names.json, OUT/names.png and grids of the top named directions in OUT/grids/.
+
+    Example:  rescore name -o runs/bedroom -b runs/bedroom/directions/sefa -n 500
+    """
+    from .naming import NameConfig, name_step
+
+    run = RunDirectory(out)
+    spec = _spec(generator, predictor, None, None, model_seed) if generator else None
+    paths = list(boundary) or sorted(p for p in (out / "directions").glob("*") if p.is_dir())
+    if not paths:
+        raise RescoreError(
+            f"no directions given and none in {out / 'directions'}; run `rescore directions "
+            f"sefa -o {out}` first or pass -b PATH"
+        )
+    config = NameConfig(
+        num, distance, seed, chunk_size, _batch(batch_size, device), top, min_effect
+    )
+    backend_spec = _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size)
+    naming = name_step(run, backend_spec, config, paths, spec=spec, progress=not quiet)
+    for direction in naming.directions:
+        effects = naming.named[direction]
+        text = ", ".join(
+            f"{e.sign}{e.semantic} (layers {e.layers}, effect {e.effect:+.2f})" for e in effects
+        )
+        typer.echo(f"{direction:16s} {text or 'unnamed'}")
+    typer.echo(f"\nnames: {out / 'names.csv'}\npicture: {out / 'names.png'}")
+
+
 def _print_summary(summary: dict) -> None:
     typer.echo(
         f"{'semantic':28s} {'K':>6s} {'delta(all)':>10s} {'peak layer':>10s} "
