@@ -620,6 +620,62 @@ def name(
     typer.echo(f"\nnames: {out / 'names.csv'}\npicture: {out / 'names.png'}")
 
 
+@app.command()
+@_user_errors
+def lineargan(
+    out: Out,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="Generator NAME[=CHECKPOINT] (default: the one OUT/samples.zarr used)."),
+    ] = None,
+    layers: Annotated[str, typer.Option(help="Feature layers: all, 3, 0-4 or 0,2,5-7.")] = "all",
+    segmenter: Annotated[
+        str, typer.Option(help="synthetic (the renderer's truth) or package.module:factory.")
+    ] = "synthetic",
+    num: Annotated[int, typer.Option("--num", "-n", help="Labelled images.")] = 8,
+    resolution: Annotated[
+        int | None, typer.Option(help="Segmentation resolution (default: the labels').")
+    ] = None,
+    seed: Seed = 0,
+    model_seed: ModelSeed = 0,
+) -> None:
+    """LinearGAN: fit a linear map from generator features to a segmentation.
+
+    Writes OUT/lineargan/lse.npz + lse.json; use it as a predictor that reads generator
+    features instead of pixels (per-class area fractions and centroids):
+    --predictor lineargan=OUT/lineargan/lse.npz.
+
+    Example:  rescore lineargan -o runs/demo --generator synthetic --layers 1,3,5,7,9
+    """
+    import numpy as np
+
+    from rescore.models.lineargan import fit_lse_file
+    from rescore.models.registry import build_generator
+
+    from .grid import parse_layers
+
+    if generator:
+        ref, options = ModelRef.parse(generator), GeneratorOptions(seed=model_seed)
+    else:
+        recorded = pipeline.model_spec_of(RunDirectory(out))
+        ref, options = recorded.generator, recorded.options
+    model = build_generator(ref, options)
+    chosen = [int(i) for i in np.flatnonzero(parse_layers(layers, model.num_layers))]
+    if num < 1:
+        raise RescoreError(f"--num must be at least 1, got {num}")
+    path = fit_lse_file(
+        model,
+        out / "lineargan" / "lse.npz",
+        layers=chosen,
+        segmenter=segmenter,
+        num_images=num,
+        seed=seed,
+        resolution=resolution,
+        meta={"generator": {"name": ref.name, "sha256": ref.digest()}},
+    )
+    typer.echo(f"lineargan: {path}\nuse it with: --predictor lineargan={path}")
+
+
 def _print_summary(summary: dict) -> None:
     typer.echo(
         f"{'semantic':28s} {'K':>6s} {'delta(all)':>10s} {'peak layer':>10s} "

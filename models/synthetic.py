@@ -47,6 +47,8 @@ from .synthetic_render import (
     pixel_centres,
     region_slices,
     render_scene,
+    scene_coverage,
+    scene_segmentation,
     speck_pattern,
 )
 
@@ -56,6 +58,8 @@ _LRELU_SLOPE = 0.2
 _NORM_EPS = 1e-8
 _W_AVG_SAMPLES = 8192  # fixed seeded batch for w_avg and the per-factor scales
 _BIAS_STD = 0.2
+_FEATURE_CHANNELS = 8  # channels of each layer's feature map (`features`, for LinearGAN)
+_INIT_RES = 4  # feature resolution of layers 0 and 1, doubling every two layers as in StyleGAN
 # Style channels reading each factor (see the module docstring): distinct counts, chosen so the
 # SeFa eigenvalues |group| x channels of the 10-layer default differ for every factor.
 FACTOR_CHANNELS: dict[str, int] = {
@@ -150,6 +154,8 @@ class SyntheticSceneGenerator(nn.Module):
         w_avg = w.mean(dim=0)  # [D]
         self.register_buffer("w_avg", w_avg)
         self.register_buffer("factor_scale", ((w - w_avg) @ self.directions.T).std(dim=0))  # [F]
+        lift = torch.randn(num_layers, _FEATURE_CHANNELS, 4, generator=rng)  # [L, C, 3 + bias]
+        self.register_buffer("feature_lift", lift)
 
         # Derived from the hyper-parameters (not stored in the state dict): the factor each style
         # channel reads [C] and the read-out [L, C, F] that averages factor f's channels over the
@@ -212,6 +218,34 @@ class SyntheticSceneGenerator(nn.Module):
     def synthesize(self, wp: torch.Tensor) -> torch.Tensor:
         """Synthesis: wp [B, L, D] -> images [B, 3, R, R] float32 in [-1, 1]."""
         return render_scene(self.factor_values(wp), self.speck_pattern, self.edge_softness)
+
+    def segmentation(self, wp: torch.Tensor) -> torch.Tensor:
+        """The renderer's true segmentation of synthesize(wp): labels [B, R, R] int64 indexing
+        `SEGMENT_CLASSES` (wall, floor, picture, box)."""
+        return scene_segmentation(self.factor_values(wp), self.resolution, self.edge_softness)
+
+    def features(self, wp: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Feature maps of the given layers (LinearGAN): [B, 8, R_l, R_l] per layer.
+
+        The scene model has no convolutions; layer l's feature map is a seeded leaky-ReLU lift
+        (`feature_lift[l]`, 3 -> 8 channels) of the floor/picture/box coverage, area-pooled to
+        the resolution StyleGAN has at layer l (4 px at layers 0-1, doubling every two layers).
+        """
+        if not layers or min(layers) < 0 or max(layers) >= self.num_layers:
+            raise ShapeMismatchError(
+                f"feature layers {list(layers)} are outside 0..{self.num_layers - 1}; "
+                f"pick layers of the synthetic generator"
+            )
+        coverage = scene_coverage(self.factor_values(wp), self.resolution, self.edge_softness)
+        maps = torch.stack(coverage, dim=1)  # [B, 3, R, R]
+        out = []
+        for layer in layers:
+            size = min(self.resolution, _INIT_RES * 2 ** (layer // 2))
+            pooled = F.adaptive_avg_pool2d(maps, size)  # [B, 3, r, r]
+            lift = self.feature_lift[layer]  # [C, 4]
+            mixed = torch.einsum("bkhw,ck->bchw", pooled, lift[:, :3]) + lift[:, 3, None, None]
+            out.append(F.leaky_relu(mixed, _LRELU_SLOPE))  # [B, C, r, r]
+        return out
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, Z] -> images [B, 3, R, R]: synthesize(truncate(map(z)))."""
