@@ -493,7 +493,19 @@ def demo(
         "ground truth layer groups: "
         + ", ".join(f"{name} {list(layers)}" for name, layers in truth.items())
     )
+    from .naming import NameConfig
+
+    naming = pipeline.unsupervised_step(
+        RunDirectory(out),
+        spec,
+        BackendSpec("auto", device),
+        NameConfig(4 if quick else 8, 3.0, 0, 8, 256, grids=0),
+        progress=not quiet,
+    )
+    typer.echo("\nunsupervised (SeFa) directions, named by re-scoring:")
+    _print_names(naming)
     _print_outputs(RunDirectory(out))
+    typer.echo(f"names:   {out / 'names.csv'}\nnames picture: {out / 'names.png'}")
 
 
 directions_app = typer.Typer(
@@ -611,12 +623,7 @@ def name(
     )
     backend_spec = _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size)
     naming = name_step(run, backend_spec, config, paths, spec=spec, progress=not quiet)
-    for direction in naming.directions:
-        effects = naming.named[direction]
-        text = ", ".join(
-            f"{e.sign}{e.semantic} (layers {e.layers}, effect {e.effect:+.2f})" for e in effects
-        )
-        typer.echo(f"{direction:16s} {text or 'unnamed'}")
+    _print_names(naming)
     typer.echo(f"\nnames: {out / 'names.csv'}\npicture: {out / 'names.png'}")
 
 
@@ -674,6 +681,15 @@ def lineargan(
         meta={"generator": {"name": ref.name, "sha256": ref.digest()}},
     )
     typer.echo(f"lineargan: {path}\nuse it with: --predictor lineargan={path}")
+
+
+def _print_names(naming) -> None:
+    for direction in naming.directions:
+        effects = naming.named[direction]
+        text = ", ".join(
+            f"{e.sign}{e.semantic} (layers {e.layers}, effect {e.effect:+.2f})" for e in effects
+        )
+        typer.echo(f"{direction:16s} {text or 'unnamed'}")
 
 
 def _print_summary(summary: dict) -> None:

@@ -120,3 +120,29 @@ def test_as_predictor_it_gives_the_pixel_predictor_layer_hierarchy(generator, ls
         per_layer = table.delta[m, 1:, names.index(lse_semantic)]
         assert per_layer[list(group)].max() > 0
         assert per_layer[outside].max() < 0.05 * per_layer[list(group)].max()
+
+
+def test_stylegan_features_and_layer_code_weights():
+    from rescore.models.stylegan import StyleGANGenerator
+
+    torch.manual_seed(0)
+    model = StyleGANGenerator(
+        16, z_space_dim=16, w_space_dim=16, fmaps_base=256, fmaps_max=16, num_mapping_layers=2
+    ).eval()
+    wp = torch.randn(2, model.num_layers, 16)
+    with torch.no_grad():
+        features = model.features(wp, [1, model.num_layers - 1])
+        assert [tuple(f.shape) for f in features] == [(2, 16, 4, 4), (2, 16, 16, 16)]
+        # the deepest feature map through the last ToRGB is the image synthesize paints
+        image = model.synthesis.output2(features[1])
+        assert torch.allclose(image, model.synthesize(wp), atol=1e-6)
+        # and a layer's features do not depend on later codes
+        later = wp.clone()
+        later[:, 2:] += 1.0
+        assert torch.equal(model.features(later, [1])[0], features[0])
+    weights = model.layer_code_weights()
+    assert len(weights) == model.num_layers
+    assert weights[3] is model.synthesis.layer3.epilogue.style_mod.dense.fc.weight
+    assert weights[3].shape == (2 * 16, 16)
+    with pytest.raises(ShapeMismatchError, match="outside"):
+        model.features(wp, [model.num_layers])
