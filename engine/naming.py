@@ -5,7 +5,8 @@ ordinary rescore pass (every semantic, all layers and each layer, on fresh laten
 DIR/names.zarr). Then, per direction and semantic, on the same latents i:
 
     contrast_i = gain(+n)_i - gain(-n)_i       gain = max(0, s(moved) - s(original)), all layers
-    effect     = mean_i contrast_i / spread_s  spread_s: std of the semantic over the latents
+    effect     = mean_i contrast_i / spread_s  spread_s: std of the semantic (over DIR/samples.zarr
+                                               if it has these semantics, else over the latents)
 
 The sign of the mean contrast says which way n moves the semantic; the effect is *named* when its
 paired 95% CI excludes zero (a direction that only adds noise moves both ways alike) and
@@ -43,6 +44,7 @@ from .version import __version__
 
 NAMES_FORMAT = "rescore.names"
 NAMES_FORMAT_VERSION = 1
+_SPREAD_SAMPLES = 10_000
 NAMES_COLUMNS = ("direction", "sign", "semantic", "layers", "delta", "ci_low", "ci_high", "k")
 
 
@@ -289,13 +291,27 @@ def name_step(
             progress=progress,
         )
         table = delta_statistics(rescored.store, accumulators=rescored.accumulators)
-        spread = np.std(rescored.store.array("original")[:], axis=0, dtype=np.float64)
+        spread = semantic_spread(run, rescored.store)
         naming = name_effects(table, contrast_accumulators(rescored.store), spread, config)
         _write_grids(session, naming, directions, run.root / "grids", config)
     write_names_csv(naming, run.root / "names.csv")
     (run.root / "names.json").write_text(json.dumps(names_record(naming, config), indent=2))
     write_names_png(naming, run.root / "names.png")
     return naming
+
+
+def semantic_spread(run: RunDirectory, store: ChunkedStore) -> np.ndarray:
+    """Std of each semantic [S]: over (up to 10,000 of) DIR/samples.zarr's samples when they were
+    scored with the same semantics, else over the naming latents' original scores."""
+    semantics = list(store.meta["semantic_names"])
+    if run.samples.exists():
+        from .sample import open_samples
+
+        samples = open_samples(run.samples)
+        if list(samples.meta["semantic_names"]) == semantics:
+            rows = min(samples.num_samples, _SPREAD_SAMPLES)
+            return np.std(samples.array("scores")[:rows], axis=0, dtype=np.float64)
+    return np.std(store.array("original")[:], axis=0, dtype=np.float64)
 
 
 def _write_grids(session, naming: Naming, directions, directory: Path, config: NameConfig) -> None:

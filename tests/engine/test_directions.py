@@ -139,3 +139,11 @@ def test_cli_writes_sefa_directions(tmp_path):
     assert sidecar["generator"]["name"] == "synthetic"
     result = runner.invoke(app, ["directions", "pca", "-o", str(tmp_path / "none")])
     assert result.exit_code == 2 and "rescore: error:" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["directions", "sefa"], ["directions", "pca"], ["name"], ["lineargan"]]
+)
+def test_new_commands_have_help_with_an_example(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0 and "Example" in result.output
