@@ -38,7 +38,7 @@ from .layout import RunDirectory
 from .spec import ModelSpec
 from .store import ChunkedStore
 
-METHODS = ("sefa", "pca")
+_PER_RANK = ("explained_variance_ratio", "layer_norms")  # metadata lists with one entry per rank
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,9 +59,6 @@ class Directions:
             extra = {k: v[rank] if k in _PER_RANK else v for k, v in self.metadata.items()}
             out.append(Boundary(f"{self.method}_{rank}", vector[None], {**meta, **extra}))
         return out
-
-
-_PER_RANK = ("explained_variance_ratio", "layer_norms")
 
 
 def layer_code_weights(generator: Any) -> list[np.ndarray]:
