@@ -561,7 +561,203 @@ def demo(
         "ground truth layer groups: "
         + ", ".join(f"{name} {list(layers)}" for name, layers in truth.items())
     )
+    from .naming import NameConfig
+
+    naming = pipeline.unsupervised_step(
+        RunDirectory(out),
+        spec,
+        BackendSpec("auto", device),
+        NameConfig(4 if quick else 8, 3.0, 0, 8, 256, grids=0),
+        progress=not quiet,
+    )
+    typer.echo("\nunsupervised (SeFa) directions, named by re-scoring:")
+    _print_names(naming)
     _print_outputs(RunDirectory(out))
+    typer.echo(f"names:   {out / 'names.csv'}\nnames picture: {out / 'names.png'}")
+
+
+directions_app = typer.Typer(
+    no_args_is_help=True,
+    help="Directions without labels (SeFa, GANSpace PCA) into OUT/directions/<method>/.",
+)
+app.add_typer(directions_app, name="directions")
+DirectionCount = Annotated[int, typer.Option("--num", "-n", help="Number of directions k.")]
+
+
+@directions_app.command(name="sefa")
+@_user_errors
+def directions_sefa(
+    out: Out,
+    layers: Annotated[str, typer.Option(help="Layer codes to factorize: all, 3, 0-4.")] = "all",
+    num: DirectionCount = 10,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="Generator NAME[=CHECKPOINT] (default: the one OUT/samples.zarr used)."),
+    ] = None,
+    truncation_psi: TruncationPsi = None,
+    truncation_layers: TruncationLayers = None,
+    model_seed: ModelSeed = 0,
+) -> None:
+    """SeFa: eigenvectors of the stacked, normalised weights that read the layer codes.
+
+    Writes OUT/directions/sefa/sefa_<i>.npy + .json (W boundaries, strongest first); any command
+    that takes boundaries (rescore, grid, condition, project, name) takes them.
+
+    Example:  rescore directions sefa -o runs/bedroom --layers 0-5 --num 5
+    """
+    from .directions import sefa_step
+
+    options = GeneratorOptions(truncation_psi, truncation_layers, seed=model_seed)
+    ref = ModelRef.parse(generator) if generator else None
+    paths = sefa_step(out, ref, options, layers, num)
+    typer.echo(f"sefa: {len(paths)} directions in {paths[0].parent}")
+
+
+@directions_app.command(name="pca")
+@_user_errors
+def directions_pca(
+    out: Out,
+    num: DirectionCount = 10,
+    space: Annotated[str, typer.Option(help="w, or wp (needs a --wplus samples store).")] = "w",
+) -> None:
+    """GANSpace: principal components of the codes in OUT/samples.zarr, streamed.
+
+    Writes OUT/directions/pca/pca_<i>.npy + .json with the explained variance.
+
+    Example:  rescore directions pca -o runs/bedroom --num 10
+    """
+    from .directions import pca_step
+
+    paths = pca_step(out, space, num)
+    typer.echo(f"pca: {len(paths)} directions in {paths[0].parent}")
+
+
+@app.command()
+@_user_errors
+def name(
+    out: Out,
+    boundary: Annotated[
+        list[Path],
+        typer.Option(
+            "--boundary",
+            "-b",
+            help="Direction .npy file or directory (repeatable; default every "
+            "OUT/directions/<method>/).",
+        ),
+    ] = [],
+    num: Annotated[int, typer.Option("--num", "-n", help="Fresh latents K.")] = 200,
+    distance: Annotated[float, typer.Option(help="Move by +lambda and -lambda.")] = 3.0,
+    min_effect: Annotated[
+        float, typer.Option(help="Smallest |effect| (in semantic spreads) that names.")
+    ] = 0.2,
+    top: Annotated[int, typer.Option(help="Most named semantics per direction.")] = 3,
+    seed: Seed = 0,
+    chunk_size: Annotated[int, typer.Option(help="Latents per store chunk.")] = 100,
+    batch_size: BatchSize = None,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="Generator NAME[=PATH] (default: the one OUT/samples.zarr used)."),
+    ] = None,
+    predictor: Annotated[
+        list[str], typer.Option("--predictor", "-p", help="Predictors (with --generator).")
+    ] = [],
+    model_seed: ModelSeed = 0,
+    backend: Backend = "auto",
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    cache_dir: CacheDir = None,
+    onnx_dir: OnnxDir = None,
+    quiet: Quiet = False,
+) -> None:
+    """Name unsupervised directions by re-scoring them at +lambda and -lambda.
+
+    Every semantic is scored at all layers and at each layer; writes OUT/names.csv,
+    OUT/names.json, OUT/names.png and grids of the top named directions in OUT/grids/.
+
+    Example:  rescore name -o runs/bedroom -b runs/bedroom/directions/sefa -n 500
+    """
+    from .naming import NameConfig, name_step
+
+    run = RunDirectory(out)
+    spec = _spec(generator, predictor, None, None, model_seed) if generator else None
+    paths = list(boundary) or sorted(p for p in (out / "directions").glob("*") if p.is_dir())
+    if not paths:
+        raise RescoreError(
+            f"no directions given and none in {out / 'directions'}; run `rescore directions "
+            f"sefa -o {out}` first or pass -b PATH"
+        )
+    config = NameConfig(
+        num, distance, seed, chunk_size, _batch(batch_size, device), top, min_effect
+    )
+    backend_spec = _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size)
+    naming = name_step(run, backend_spec, config, paths, spec=spec, progress=not quiet)
+    _print_names(naming)
+    typer.echo(f"\nnames: {out / 'names.csv'}\npicture: {out / 'names.png'}")
+
+
+@app.command()
+@_user_errors
+def lineargan(
+    out: Out,
+    generator: Annotated[
+        str | None,
+        typer.Option(help="Generator NAME[=CHECKPOINT] (default: the one OUT/samples.zarr used)."),
+    ] = None,
+    layers: Annotated[str, typer.Option(help="Feature layers: all, 3, 0-4 or 0,2,5-7.")] = "all",
+    segmenter: Annotated[
+        str, typer.Option(help="synthetic (the renderer's truth) or package.module:factory.")
+    ] = "synthetic",
+    num: Annotated[int, typer.Option("--num", "-n", help="Labelled images.")] = 8,
+    resolution: Annotated[
+        int | None, typer.Option(help="Segmentation resolution (default: the labels').")
+    ] = None,
+    seed: Seed = 0,
+    model_seed: ModelSeed = 0,
+) -> None:
+    """LinearGAN: fit a linear map from generator features to a segmentation.
+
+    Writes OUT/lineargan/lse.npz + lse.json; use it as a predictor that reads generator
+    features instead of pixels (per-class area fractions and centroids):
+    --predictor lineargan=OUT/lineargan/lse.npz.
+
+    Example:  rescore lineargan -o runs/demo --generator synthetic --layers 1,3,5,7,9
+    """
+    import numpy as np
+
+    from rescore.models.lineargan import fit_lse_file
+    from rescore.models.registry import build_generator
+
+    from .grid import parse_layers
+
+    if generator:
+        ref, options = ModelRef.parse(generator), GeneratorOptions(seed=model_seed)
+    else:
+        recorded = pipeline.model_spec_of(RunDirectory(out))
+        ref, options = recorded.generator, recorded.options
+    model = build_generator(ref, options)
+    chosen = [int(i) for i in np.flatnonzero(parse_layers(layers, model.num_layers))]
+    if num < 1:
+        raise RescoreError(f"--num must be at least 1, got {num}")
+    path = fit_lse_file(
+        model,
+        out / "lineargan" / "lse.npz",
+        layers=chosen,
+        segmenter=segmenter,
+        num_images=num,
+        seed=seed,
+        resolution=resolution,
+        meta={"generator": {"name": ref.name, "sha256": ref.digest()}},
+    )
+    typer.echo(f"lineargan: {path}\nuse it with: --predictor lineargan={path}")
+
+
+def _print_names(naming) -> None:
+    for direction in naming.directions:
+        effects = naming.named[direction]
+        text = ", ".join(
+            f"{e.sign}{e.semantic} (layers {e.layers}, effect {e.effect:+.2f})" for e in effects
+        )
+        typer.echo(f"{direction:16s} {text or 'unnamed'}")
 
 
 def _print_summary(summary: dict) -> None:

@@ -14,9 +14,11 @@ import numpy as np
 from rescore.export.backends import BackendSpec
 
 from .boundary import check_store, load_boundaries
+from .directions import sefa_step
 from .executor import LOCAL, ExecutorSpec, run_chunks
 from .fit import FitConfig, FitResult, fit_boundaries, identity_digest
 from .layout import RunDirectory
+from .naming import NameConfig, Naming, name_step
 from .report import summarize, write_cross_effects, write_heatmap, write_summary
 from .rescore import RescoreConfig, open_rescore, rescore_boundaries
 from .sample import (
@@ -131,6 +133,21 @@ def run_all(
     fit_step(run, fit, progress=progress)
     table = rescore_step(run, backend, rescore, spec=spec, progress=progress)
     return report_step(run, table)
+
+
+def unsupervised_step(
+    run: RunDirectory,
+    spec: ModelSpec,
+    backend: BackendSpec,
+    config: NameConfig,
+    *,
+    num_directions: int = 9,
+    progress: bool = True,
+) -> Naming:
+    """SeFa directions of the generator into DIR/directions/sefa/, named by re-scoring them
+    (DIR/names.csv, names.json, names.png)."""
+    paths = sefa_step(run.root, spec.generator, spec.options, "all", num_directions)
+    return name_step(run, backend, config, [paths[0].parent], spec=spec, progress=progress)
 
 
 def model_spec_of(run: RunDirectory) -> ModelSpec:

@@ -163,6 +163,17 @@ def _synthetic_predictor(path: Path | None) -> nn.Module:
     return synthetic.build_synthetic_predictor()
 
 
+def _lineargan(path: Path | None) -> nn.Module:
+    from . import lineargan
+
+    if path is None:
+        raise RescoreError(
+            "the lineargan predictor needs the LSE file `rescore lineargan` wrote; pass "
+            "--predictor lineargan=DIR/lineargan/lse.npz"
+        )
+    return lineargan.load_lse(path)
+
+
 GENERATORS: dict[str, GeneratorFactory] = {
     "stylegan": _stylegan,
     "synthetic": _synthetic,
@@ -176,6 +187,7 @@ PREDICTORS: dict[str, PredictorFactory] = {
     "places365": _places365,
     "color": _color,
     "synthetic": _synthetic_predictor,
+    "lineargan": _lineargan,
 }
 
 

@@ -411,6 +411,33 @@ class StyleGANGenerator(nn.Module):
         wp = truncate(self.map(z), self.average_w(), self.truncation_coefficients())  # [B, L, D]
         return self.synthesize(wp)
 
+    def layer_code_weights(self) -> list[torch.Tensor]:
+        """Per code entry l, the raw style affine weight [2C_l, D] that consumes wp[:, l] (SeFa)."""
+        layers = [getattr(self.synthesis, f"layer{i}") for i in range(self.num_layers)]
+        return [layer.epilogue.style_mod.dense.fc.weight for layer in layers]
+
+    def features(self, wp: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Feature maps after the epilogue of each layer in `layers` (LinearGAN):
+        wp [B, L, D] -> [B, C_l, R_l, R_l] per layer; synthesis stops after the deepest one."""
+        if wp.ndim != 3 or wp.shape[1:] != (self.num_layers, self.w_dim) or not layers:
+            raise ShapeMismatchError(
+                f"features need wp [B, {self.num_layers}, {self.w_dim}] and at least one layer; "
+                f"got wp {tuple(wp.shape)} and layers {list(layers)}"
+            )
+        if min(layers) < 0 or max(layers) >= self.num_layers:
+            raise ShapeMismatchError(
+                f"feature layers {list(layers)} are outside 0..{self.num_layers - 1}; "
+                f"pick layers of this {self.resolution}px StyleGAN"
+            )
+        synthesis, found = self.synthesis, {}
+        x = None
+        for layer in range(max(layers) + 1):
+            block, second = divmod(layer, 2)
+            module = (synthesis._second if second else synthesis._first)[block]
+            x = module(wp[:, 0]) if layer == 0 else module(x, wp[:, layer])
+            found[layer] = x
+        return [found[layer] for layer in layers]
+
 
 def _resolution_in_file(state_dict: dict[str, torch.Tensor], path: Path) -> int:
     """Resolution of a StyleGAN v1 state dict, from its synthesis layers (never from buffers).

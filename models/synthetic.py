@@ -7,7 +7,11 @@ and each scene factor is driven by exactly one known group of layers,
     factor_f = low_f + (high_f - low_f) * sigmoid(t_f)
 
 with fixed orthonormal directions a_f and scale_f the spread of a_f . (w - w_avg), so t_f has unit
-spread before truncation. `SyntheticScenePredictor` measures every factor from pixels alone.
+spread before truncation. Like a StyleGAN style affine, each layer reads its code through a weight
+matrix (`layer_code_weights`): factor f is read by `FACTOR_CHANNELS[f]` style channels on every
+layer of its group, each with weight row a_f. SeFa normalises rows, so these multiplicities set its
+eigenvalues (|group(f)| x channels, distinct for 10 layers): SeFa on them recovers each a_f.
+`SyntheticScenePredictor` measures every factor from pixels alone.
 Re-scoring the generator with the predictor (HiGAN: SVM boundary in W, move one layer at a time)
 must find each factor's effect peaking inside its group: `factor_layers` is the ground truth.
 
@@ -43,6 +47,8 @@ from .synthetic_render import (
     pixel_centres,
     region_slices,
     render_scene,
+    scene_coverage,
+    scene_segmentation,
     speck_pattern,
 )
 
@@ -52,6 +58,21 @@ _LRELU_SLOPE = 0.2
 _NORM_EPS = 1e-8
 _W_AVG_SAMPLES = 8192  # fixed seeded batch for w_avg and the per-factor scales
 _BIAS_STD = 0.2
+_FEATURE_CHANNELS = 8  # channels of each layer's feature map (`features`, for LinearGAN)
+_INIT_RES = 4  # feature resolution of layers 0 and 1, doubling every two layers as in StyleGAN
+# Style channels reading each factor (see the module docstring): distinct counts, chosen so the
+# SeFa eigenvalues |group| x channels of the 10-layer default differ for every factor.
+FACTOR_CHANNELS: dict[str, int] = {
+    "horizon": 8,
+    "tilt": 7,
+    "object_size": 9,
+    "object_x": 6,
+    "object_presence": 3,
+    "lighting": 2,
+    "clutter": 1,
+    "palette_hue": 5,
+    "palette_saturation": 4,
+}
 
 
 def default_layer_groups(num_layers: int) -> dict[str, tuple[int, ...]]:
@@ -133,13 +154,19 @@ class SyntheticSceneGenerator(nn.Module):
         w_avg = w.mean(dim=0)  # [D]
         self.register_buffer("w_avg", w_avg)
         self.register_buffer("factor_scale", ((w - w_avg) @ self.directions.T).std(dim=0))  # [F]
+        lift = torch.randn(num_layers, _FEATURE_CHANNELS, 4, generator=rng)  # [L, C, 3 + bias]
+        self.register_buffer("feature_lift", lift)
 
-        # Derived from the hyper-parameters (not stored in the state dict).
-        read_out = torch.zeros(len(FACTORS), num_layers)  # [F, L]
-        for i, factor in enumerate(FACTORS):
-            layers = groups[factor.group]
-            read_out[i, list(layers)] = 1.0 / len(layers)
-        self.register_buffer("layer_read_out", read_out, persistent=False)
+        # Derived from the hyper-parameters (not stored in the state dict): the factor each style
+        # channel reads [C] and the read-out [L, C, F] that averages factor f's channels over the
+        # layers of its group (so t_f is the plain mean over layers given above).
+        owner = [i for i, f in enumerate(FACTORS) for _ in range(FACTOR_CHANNELS[f.name])]  # [C]
+        read_out = torch.zeros(num_layers, len(owner), len(FACTORS))  # [L, C, F]
+        for c, i in enumerate(owner):
+            layers = list(groups[FACTORS[i].group])
+            read_out[layers, c, i] = 1.0 / (len(layers) * FACTOR_CHANNELS[FACTORS[i].name])
+        self.register_buffer("style_owner", torch.tensor(owner), persistent=False)
+        self.register_buffer("style_read_out", read_out, persistent=False)
         coefficients = torch.ones(num_layers)
         coefficients[:truncation_layers] = self.truncation_psi
         self.register_buffer("_truncation", coefficients, persistent=False)
@@ -169,9 +196,19 @@ class SyntheticSceneGenerator(nn.Module):
     def factor_codes(self, wp: torch.Tensor) -> torch.Tensor:
         """Ground-truth factor codes t_f (before squashing): wp [B, L, D] -> [B, F]."""
         self._check_wp(wp)
-        projections = (wp - self.w_avg) @ self.directions.T  # [B, L, F]
-        mixed = (projections * self.layer_read_out.T).sum(dim=1)  # [B, F]
+        styles = (wp - self.w_avg) @ self.style_weight().T  # [B, L, C]
+        mixed = torch.einsum("blc,lcf->bf", styles, self.style_read_out)  # [B, F]
         return mixed / self.factor_scale
+
+    def style_weight(self) -> torch.Tensor:
+        """The style channels' weight rows [C, D]: channel c reads its factor's direction."""
+        return self.directions[self.style_owner]
+
+    def layer_code_weights(self) -> list[torch.Tensor]:
+        """Per layer l, the style weight rows [C_l, D] that read wp[:, l] (for SeFa)."""
+        reads = self.style_read_out.sum(dim=2) > 0  # [L, C]
+        weight = self.style_weight()
+        return [weight[reads[layer]] for layer in range(self.num_layers)]
 
     def factor_values(self, wp: torch.Tensor) -> torch.Tensor:
         """Ground-truth factor values in their physical units (`FACTORS` ranges): [B, F]."""
@@ -181,6 +218,34 @@ class SyntheticSceneGenerator(nn.Module):
     def synthesize(self, wp: torch.Tensor) -> torch.Tensor:
         """Synthesis: wp [B, L, D] -> images [B, 3, R, R] float32 in [-1, 1]."""
         return render_scene(self.factor_values(wp), self.speck_pattern, self.edge_softness)
+
+    def segmentation(self, wp: torch.Tensor) -> torch.Tensor:
+        """The renderer's true segmentation of synthesize(wp): labels [B, R, R] int64 indexing
+        `SEGMENT_CLASSES` (wall, floor, picture, box)."""
+        return scene_segmentation(self.factor_values(wp), self.resolution, self.edge_softness)
+
+    def features(self, wp: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+        """Feature maps of the given layers (LinearGAN): [B, 8, R_l, R_l] per layer.
+
+        The scene model has no convolutions; layer l's feature map is a seeded leaky-ReLU lift
+        (`feature_lift[l]`, 3 -> 8 channels) of the floor/picture/box coverage, area-pooled to
+        the resolution StyleGAN has at layer l (4 px at layers 0-1, doubling every two layers).
+        """
+        if not layers or min(layers) < 0 or max(layers) >= self.num_layers:
+            raise ShapeMismatchError(
+                f"feature layers {list(layers)} are outside 0..{self.num_layers - 1}; "
+                f"pick layers of the synthetic generator"
+            )
+        coverage = scene_coverage(self.factor_values(wp), self.resolution, self.edge_softness)
+        maps = torch.stack(coverage, dim=1)  # [B, 3, R, R]
+        out = []
+        for layer in layers:
+            size = min(self.resolution, _INIT_RES * 2 ** (layer // 2))
+            pooled = F.adaptive_avg_pool2d(maps, size)  # [B, 3, r, r]
+            lift = self.feature_lift[layer]  # [C, 4]
+            mixed = torch.einsum("bkhw,ck->bchw", pooled, lift[:, :3]) + lift[:, 3, None, None]
+            out.append(F.leaky_relu(mixed, _LRELU_SLOPE))  # [B, C, r, r]
+        return out
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, Z] -> images [B, 3, R, R]: synthesize(truncate(map(z)))."""

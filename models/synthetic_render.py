@@ -142,6 +142,49 @@ def _rounded_box_distance(
     return outside + inside - radius  # [B, R, R]
 
 
+SEGMENT_CLASSES = ("wall", "floor", "picture", "box")
+
+
+def scene_coverage(
+    factors: torch.Tensor, resolution: int, softness: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft coverage of the floor, the picture (times its opacity) and the box: [B, R, R] each.
+
+    factors [B, F] in `FACTOR_NAMES` order (physical units); what `render_scene` paints with.
+    """
+    horizon, tilt, size, box_x, presence = factors[:, :5].unbind(1)
+    res = resolution
+    c = pixel_centres(res, factors.device)
+    x = c.view(1, 1, res)  # [1, 1, R]
+    y = c.view(1, res, 1)  # [1, R, 1]
+    line = horizon.view(-1, 1, 1) + tilt.view(-1, 1, 1) * (x - 0.5)  # [B, 1, R]
+    floor = _soft_inside((line - y) * res, softness)  # [B, R, R]
+    px0, py0, px1, py1 = PICTURE_BOX
+    picture_dist = torch.maximum(
+        (x - (px0 + px1) / 2).abs() - (px1 - px0) / 2,
+        (y - (py0 + py1) / 2).abs() - (py1 - py0) / 2,
+    )  # [1, R, R]
+    picture = presence.view(-1, 1, 1) * _soft_inside(picture_dist * res, softness)  # [B, R, R]
+    half_h = (size / 2).view(-1, 1, 1)
+    half_w = BOX_ASPECT * half_h
+    box_dist = _rounded_box_distance(
+        x, y, box_x.view(-1, 1, 1), BOX_BASE - half_h, half_w, half_h, BOX_CORNER * half_w
+    )  # [B, R, R]
+    return floor, picture, _soft_inside(box_dist * res, softness)
+
+
+def scene_segmentation(factors: torch.Tensor, resolution: int, softness: float) -> torch.Tensor:
+    """The true segmentation: labels [B, R, R] int64 indexing `SEGMENT_CLASSES`.
+
+    A pixel is box where the box covers more than half of it, else picture where the picture's
+    coverage times opacity exceeds one half, else floor or wall by the floor's coverage.
+    """
+    floor, picture, box = scene_coverage(factors, resolution, softness)
+    labels = (floor > 0.5).long()  # wall 0, floor 1
+    labels = torch.where(picture > 0.5, torch.full_like(labels, 2), labels)
+    return torch.where(box > 0.5, torch.full_like(labels, 3), labels)
+
+
 def render_scene(factors: torch.Tensor, pattern: torch.Tensor, softness: float) -> torch.Tensor:
     """Paint scenes from factor values (columns in `FACTOR_NAMES` order, physical units).
 
@@ -153,37 +196,20 @@ def render_scene(factors: torch.Tensor, pattern: torch.Tensor, softness: float) 
     painted on one channel and the three channels are formed once at the end.
     """
     (horizon, tilt, size, box_x, presence, lighting, clutter, hue, saturation) = factors.unbind(1)
-    res = pattern.shape[-1]
-    c = pixel_centres(res, factors.device)
-    x = c.view(1, 1, res)  # [1, 1, R]
-    y = c.view(1, res, 1)  # [1, R, 1]
+    floor, picture, box = scene_coverage(factors, pattern.shape[-1], softness)  # [B, R, R] each
 
     # 1. Wall over floor, split by the tilted horizon line; specks multiply the brightness, so
     # they never change hue or saturation.
-    line = horizon.view(-1, 1, 1) + tilt.view(-1, 1, 1) * (x - 0.5)  # [B, 1, R]
-    floor = _soft_inside((line - y) * res, softness)  # [B, R, R]
     speck_gain = torch.addcmul(
         torch.ones_like(pattern), (CLUTTER_MAX * clutter).view(-1, 1, 1), pattern
     )  # [B, R, R]
     coloured = (WALL_VALUE + (FLOOR_VALUE - WALL_VALUE) * floor) * speck_gain  # [B, R, R]
 
     # 2. The picture: a dark grey rectangle whose opacity is `object_presence`.
-    px0, py0, px1, py1 = PICTURE_BOX
-    picture_dist = torch.maximum(
-        (x - (px0 + px1) / 2).abs() - (px1 - px0) / 2,
-        (y - (py0 + py1) / 2).abs() - (py1 - py0) / 2,
-    )  # [1, R, R]
-    picture = presence.view(-1, 1, 1) * _soft_inside(picture_dist * res, softness)  # [B, R, R]
     coloured = coloured * (1.0 - picture)
     grey = PICTURE_VALUE * picture  # [B, R, R]
 
     # 3. The box: a white rounded box standing on the floor at x = `object_x`.
-    half_h = (size / 2).view(-1, 1, 1)
-    half_w = BOX_ASPECT * half_h
-    box_dist = _rounded_box_distance(
-        x, y, box_x.view(-1, 1, 1), BOX_BASE - half_h, half_w, half_h, BOX_CORNER * half_w
-    )  # [B, R, R]
-    box = _soft_inside(box_dist * res, softness)  # [B, R, R]
     coloured = coloured * (1.0 - box)
     grey = grey + (BOX_VALUE - grey) * box
 
