@@ -23,6 +23,7 @@ Layer-wise codes: L = 2 log2(R) - 2. Conv layer i reads code i; the ToRGB of blo
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -401,7 +402,7 @@ def config_from_genforce(state_dict: Mapping[str, torch.Tensor], path: Path) -> 
         for k, v in state_dict.items()
         if k.startswith("synthesis.layer") and k.endswith(".noise")
     ]
-    num_conv = sum(1 for k in state_dict if k.startswith("synthesis.layer") and k.endswith(".bias"))
+    num_conv = sum(1 for k in state_dict if re.fullmatch(r"synthesis\.layer\d+\.weight", k))
     resolution = 2 ** ((num_conv + 3) // 2)
     if (
         num_conv % 2 == 0
