@@ -146,12 +146,11 @@ def _stylegan2(path: Path | None, options: GeneratorOptions) -> nn.Module:
     state_dict = _generator_state_dict(path, "StyleGAN2 generator checkpoint")
     if not stylegan2.is_genforce_stylegan2(state_dict):
         raise _wrong_family(path, state_dict, "stylegan2", "stylegan2_church256_generator.pth")
-    psi = stylegan2.DEFAULT_TRUNCATION_PSI
-    layers = stylegan2.DEFAULT_TRUNCATION_LAYERS
+    psi, layers = options.truncation_psi, options.truncation_layers
     return stylegan2.load_stylegan2(
         path,
-        truncation_psi=psi if options.truncation_psi is None else options.truncation_psi,
-        truncation_layers=layers if options.truncation_layers is None else options.truncation_layers,
+        truncation_psi=stylegan2.DEFAULT_TRUNCATION_PSI if psi is None else psi,
+        truncation_layers=stylegan2.DEFAULT_TRUNCATION_LAYERS if layers is None else layers,
     )
 
 

@@ -133,8 +133,9 @@ class MappingNetwork(nn.Module):
         if config.c_dim > 0:
             if class_index is None or not 0 <= class_index < config.c_dim:
                 raise RescoreError(
-                    f"this StyleGAN2 generator is conditional on {config.c_dim} classes and needs "
-                    f"a class (got {class_index}); pass --class-index N with 0 <= N < {config.c_dim}"
+                    f"this StyleGAN2 generator is conditional on {config.c_dim} classes and "
+                    f"needs a class (got {class_index}); pass --class-index N with "
+                    f"0 <= N < {config.c_dim}"
                 )
             self.embed = DenseLayer(config.c_dim, config.embed_features, lr_mul=1.0, lrelu=False)
             onehot = torch.zeros(1, config.c_dim)

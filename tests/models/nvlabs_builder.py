@@ -185,7 +185,7 @@ def _class_of(path: str) -> str:
 def generator_record(
     state: dict[str, torch.Tensor], init_kwargs: dict, module_src: str = SOURCE
 ) -> Persistent:
-    """Nest a flat NVlabs state dict into persistent records (Generator > synthesis/mapping > ...)."""
+    """Nest a flat NVlabs state dict into persistent records (Generator > synthesis, mapping)."""
     tree: dict = {}
     for key, value in state.items():
         *path, leaf = key.split(".")
