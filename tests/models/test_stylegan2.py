@@ -6,6 +6,7 @@ Fixtures in tests/data/fixtures/stylegan2/ (see its README): outputs of genforce
 weights built by the recipe that `seeded_genforce` / `nvlabs_builder.seeded_state` repeat here.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -148,33 +149,59 @@ def _nvlabs_model(c_dim: int, architecture: str, clamp: float | None) -> StyleGA
     return from_nvlabs(init_kwargs, state, GeneratorOptions(class_index=1 if c_dim else None))
 
 
-@pytest.mark.parametrize("layout", ["genforce", "nvlabs_resnet_conditional"])
+@pytest.mark.parametrize("layout", ["genforce_skip", "nvlabs_resnet_conditional_clamp"])
 def test_onnx_export_matches_torch(tmp_path, layout):
     ort = pytest.importorskip("onnxruntime")
-    from rescore.export.onnx import MappingGraph, SynthesisGraph, export_graph
+    from rescore.export.onnx import ExportSettings, MappingGraph, SynthesisGraph, export_graph
 
-    if layout == "genforce":
-        model = seeded_genforce(SMALL, 2)
+    if layout == "genforce_skip":
+        model, part, wrapper = seeded_genforce(SMALL, 2), torch.randn(3, 8, 16), SynthesisGraph
     else:
         model = _nvlabs_model(3, "resnet", 2.0)
-    inputs = {"mapping": torch.randn(3, 16), "synthesis": torch.randn(3, 8, 16)}
-    for part, wrapper in (("mapping", MappingGraph), ("synthesis", SynthesisGraph)):
-        module = wrapper(model)
-        graph = export_graph(
-            module, inputs[part][:2], tmp_path / f"{part}.onnx", input_name="x", output_name="y"
+        with torch.no_grad():  # the mapping (with the class embedding) runs eagerly here
+            part = truncate(model.map(torch.randn(3, 16)), model.average_w(), torch.ones(8))
+        wrapper = SynthesisGraph
+    module = wrapper(model)
+    graph = export_graph(
+        module,
+        part[:2],
+        tmp_path / "part.onnx",
+        input_name="x",
+        output_name="y",
+        settings=ExportSettings(optimize=False),
+    )
+    session = ort.InferenceSession(str(graph.path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": part.numpy()})[0]  # batch 3: the batch axis is dynamic
+    with torch.no_grad():
+        expected = module(part).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < RTOL
+    if layout != "genforce_skip":
+        mapping = export_graph(
+            MappingGraph(model),
+            torch.randn(2, 16),
+            tmp_path / "mapping.onnx",
+            input_name="z",
+            output_name="w",
+            settings=ExportSettings(optimize=False),
         )
-        session = ort.InferenceSession(str(graph.path), providers=["CPUExecutionProvider"])
-        got = session.run(None, {"x": inputs[part].numpy()})[0]  # batch 3: the axis is dynamic
+        z = torch.randn(3, 16)
+        session = ort.InferenceSession(str(mapping.path), providers=["CPUExecutionProvider"])
         with torch.no_grad():
-            expected = module(inputs[part]).numpy()
-        assert np.abs(got - expected).max() / np.abs(expected).max() < RTOL, part
+            expected = model.map(z).numpy()
+        got = session.run(None, {"z": z.numpy()})[0]
+        assert np.abs(got - expected).max() / np.abs(expected).max() < RTOL
 
 
-def test_rescore_run_end_to_end_on_a_genforce_pth(tmp_path):
-    path = save_random_stylegan2(tmp_path / "g.pth", SMALL, seed=5)
+@pytest.mark.parametrize("kind", ["genforce_pth", "nvlabs_pkl"])
+def test_rescore_run_end_to_end(tmp_path, kind):
+    if kind == "genforce_pth":
+        path, wplus = save_random_stylegan2(tmp_path / "g.pth", SMALL, seed=5), ["--wplus"]
+    else:
+        path, wplus = FIXTURES / "nvlabs_ada_skip32.pkl", []
     out = tmp_path / "run"
     args = ["run", "-o", str(out), "--generator", f"stylegan2={path}", "-p", "color", "-n", "40"]
-    args += ["--rescore-num", "4", "--chosen-num", "8", "--wplus", "--batch-size", "8", "-q"]
+    args += ["--rescore-num", "4", "--chosen-num", "8", "--batch-size", "8", "-q", *wplus]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert (out / "summary.json").exists() or any(out.iterdir())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["boundaries"]
