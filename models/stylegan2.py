@@ -421,7 +421,7 @@ def config_from_genforce(state_dict: Mapping[str, torch.Tensor], path: Path) -> 
     channels = tuple(
         state_dict[f"synthesis.layer{2 * b}.weight"].shape[-1] for b in range((num_conv + 1) // 2)
     )
-    if any(f"synthesis.skip_layer{0}.weight" == k for k in state_dict):
+    if "synthesis.skip_layer0.weight" in state_dict:
         architecture = "resnet"
     elif "synthesis.upsample.kernel" in state_dict:
         architecture = "skip"

@@ -195,12 +195,14 @@ def test_onnx_export_matches_torch(tmp_path, layout):
 @pytest.mark.parametrize("kind", ["genforce_pth", "nvlabs_pkl"])
 def test_rescore_run_end_to_end(tmp_path, kind):
     if kind == "genforce_pth":
-        path, wplus = save_random_stylegan2(tmp_path / "g.pth", SMALL, seed=5), ["--wplus"]
+        tiny = StyleGAN2Config(16, 16, 16, (16,) * 9, default_channels(16, 128, 16))
+        path, wplus = save_random_stylegan2(tmp_path / "g.pth", tiny, seed=5), ["--wplus"]
     else:
         path, wplus = FIXTURES / "nvlabs_ada_skip32.pkl", []
     out = tmp_path / "run"
     args = ["run", "-o", str(out), "--generator", f"stylegan2={path}", "-p", "color", "-n", "40"]
     args += ["--rescore-num", "4", "--chosen-num", "8", "--batch-size", "8", "-q", *wplus]
+    args += ["--backend", "torch"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
