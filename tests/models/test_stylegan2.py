@@ -101,6 +101,18 @@ def test_nvlabs_stylegan2_matches_stylegan2_ada_reference(tag, c_dim, architectu
             from_nvlabs(init_kwargs, state, GeneratorOptions())
 
 
+def test_published_church256_layout_loads_strictly(tmp_path):
+    """The default widths give exactly the keys and shapes of stylegan2_church256_generator.pth."""
+    manifest = json.loads((FIXTURES.parents[1] / "checkpoint-manifests.json").read_text())
+    expected = {k: list(v) for k, v in manifest["checkpoints"]["stylegan2_256"].items()}
+    expected.pop("truncation.truncation", None)
+    path = save_random_stylegan2(tmp_path / "church.pth", resolution=256, seed=0)
+    state = torch.load(path, weights_only=True)
+    assert {k: list(v.shape) for k, v in state.items()} == expected
+    model = load_stylegan2(path)
+    assert (model.resolution, model.num_layers, model.synthesis.architecture) == (256, 14, "skip")
+
+
 def test_genforce_file_loads_strictly_without_truncation_buffer(tmp_path):
     path = save_random_stylegan2(tmp_path / "g.pth", SMALL, seed=3)
     assert "truncation.truncation" not in torch.load(path, weights_only=True)
