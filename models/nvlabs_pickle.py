@@ -65,12 +65,17 @@ class PersistentRecord:
     @property
     def children(self) -> dict[str, Any]:
         """Child modules (`_modules`), name -> record (or None)."""
-        return dict(self.state.get("_modules") or {})
+        return dict(self._mapping("_modules"))
 
     def init_kwargs(self) -> dict[str, Any]:
         """The constructor arguments recorded by the persistence decorator, as plain dicts."""
-        kwargs = _plain(self.state.get("_init_kwargs") or {})
-        args = tuple(self.state.get("_init_args") or ())
+        kwargs = _plain(self._mapping("_init_kwargs"))
+        args = self.state.get("_init_args") or ()
+        if not isinstance(args, tuple | list):
+            raise NvlabsPickleError(
+                f"{_WHAT}: {self.class_name}._init_args is a {type(args).__name__}, not a tuple; "
+                f"pass an unmodified network pickle"
+            )
         for name, value in zip(_GENERATOR_ARGS, args, strict=False):
             kwargs.setdefault(name, _plain(value))
         return kwargs
@@ -80,7 +85,7 @@ class PersistentRecord:
         out: dict[str, torch.Tensor] = {}
         skipped = set(self.state.get("_non_persistent_buffers_set") or ())
         for group in ("_parameters", "_buffers"):
-            for name, value in (self.state.get(group) or {}).items():
+            for name, value in self._mapping(group).items():
                 if value is None or (group == "_buffers" and name in skipped):
                     continue
                 if not isinstance(value, torch.Tensor):
@@ -99,6 +104,15 @@ class PersistentRecord:
                 )
             out.update(child.state_dict(f"{prefix}{name}."))
         return out
+
+    def _mapping(self, field: str) -> Mapping:
+        value = self.state.get(field) or {}
+        if not isinstance(value, Mapping):
+            raise NvlabsPickleError(
+                f"{_WHAT}: {self.class_name}.{field} is a {type(value).__name__}, not a dict; "
+                f"pass an unmodified network pickle"
+            )
+        return value
 
 
 class EasyDict(dict):
@@ -129,7 +143,17 @@ def read_network_pickle(path: Path | str) -> Any:
             return _RestrictedUnpickler(handle, path).load()
         except NvlabsPickleError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError) as error:
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            RuntimeError,
+            OverflowError,
+        ) as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise NvlabsPickleError(
                 f"{_WHAT} {path} is truncated, corrupt or not a network pickle "

@@ -553,10 +553,16 @@ def _config_from_nvlabs(
             f"(img_resolution {resolution}); pass an unmodified network pickle"
         )
     embed = state_dict.get("mapping.embed.weight")
-    blocks = int(math.log2(resolution)) - 1
-    channels = tuple(
-        state_dict[f"synthesis.b{_INIT_RES * 2**b}.conv1.weight"].shape[0] for b in range(blocks)
-    )
+    blocks = [
+        f"synthesis.b{_INIT_RES * 2**b}.conv1.weight" for b in range(int(math.log2(resolution)) - 1)
+    ]
+    missing = [key for key in blocks if key not in state_dict]
+    if missing:
+        raise CheckpointError(
+            f"the NVlabs StyleGAN2 G_ema state lacks {', '.join(missing[:4])} for "
+            f"img_resolution {resolution}; pass an unmodified network pickle"
+        )
+    channels = tuple(state_dict[key].shape[0] for key in blocks)
     clamp = synthesis_kwargs.get("conv_clamp")
     return StyleGAN2Config(
         resolution=resolution,
@@ -599,6 +605,11 @@ def nvlabs_to_genforce(
     rest = dict(state_dict)
 
     def take(key: str) -> torch.Tensor:
+        if key not in rest:
+            raise CheckpointError(
+                f"the NVlabs StyleGAN2 network has no '{key}' (its architecture is "
+                f"{config.architecture}, {config.resolution}px); pass an unmodified network pickle"
+            )
         return rest.pop(key)
 
     for i in range(len(config.mapping_features) - 1):

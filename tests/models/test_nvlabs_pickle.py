@@ -186,6 +186,10 @@ def test_other_pickles_are_refused_in_one_line(tmp_path):
     path.write_bytes(dumps({"D": Persistent("Discriminator", module_state({}, {}))}))
     with pytest.raises(NvlabsPickleError, match="no G_ema"):
         build_generator(ModelRef("stylegan2", path))
+    path.write_bytes(dumps({"G_ema": Persistent("Generator", {"_modules": [1, 2]})}))
+    with pytest.raises(NvlabsPickleError, match="_modules is a list") as caught:
+        build_generator(ModelRef("stylegan2", path))
+    _one_line(caught.value)
     buffer = io.BytesIO()
     torch.save({"a": torch.zeros(1)}, buffer)
     path.write_bytes(buffer.getvalue())
