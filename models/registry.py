@@ -123,18 +123,6 @@ def _biggan(path: Path | None, options: GeneratorOptions) -> nn.Module:
     return biggan.load_biggan(
         path, class_index=options.class_index, truncation_psi=options.truncation_psi
     )
-def _stylegan3(path: Path | None, options: GeneratorOptions) -> nn.Module:
-    """An NVlabs stylegan3 network pickle (G_ema, configs T and R), read without executing it."""
-    if path is None:
-        raise RescoreError(
-            "the stylegan3 generator needs its NVlabs network pickle; pass --generator "
-            "stylegan3=/path/to/stylegan3-t-ffhq-1024x1024.pkl"
-        )
-    from . import nvlabs_pickle
-
-    return nvlabs_pickle.load_generator(path, options, expect="stylegan3")
-
-
 def _places365(path: Path | None) -> nn.Module:
     from . import places365
 
@@ -172,6 +160,71 @@ def _lineargan(path: Path | None) -> nn.Module:
             "--predictor lineargan=DIR/lineargan/lse.npz"
         )
     return lineargan.load_lse(path)
+# --- StyleGAN2 / StyleGAN3: genforce .pth or NVlabs .pkl (recognised by content) ---------------
+
+
+def _stylegan2(path: Path | None, options: GeneratorOptions) -> nn.Module:
+    from . import nvlabs_pickle, stylegan2
+
+    if path is None:
+        raise RescoreError(
+            "the stylegan2 generator needs its checkpoint; pass --generator "
+            "stylegan2=/path/to/stylegan2_church256_generator.pth (genforce) or "
+            "stylegan2=/path/to/network-snapshot.pkl (NVlabs)"
+        )
+    if path.is_file() and nvlabs_pickle.is_nvlabs_pickle(path):
+        return nvlabs_pickle.load_generator(path, options, expect="stylegan2")
+    state_dict = _generator_state_dict(path, "StyleGAN2 generator checkpoint")
+    if not stylegan2.is_genforce_stylegan2(state_dict):
+        raise _wrong_family(path, state_dict, "stylegan2", "stylegan2_church256_generator.pth")
+    psi, layers = options.truncation_psi, options.truncation_layers
+    return stylegan2.load_stylegan2(
+        path,
+        truncation_psi=stylegan2.DEFAULT_TRUNCATION_PSI if psi is None else psi,
+        truncation_layers=stylegan2.DEFAULT_TRUNCATION_LAYERS if layers is None else layers,
+    )
+
+
+def _stylegan3(path: Path | None, options: GeneratorOptions) -> nn.Module:
+    from . import nvlabs_pickle
+
+    if path is None:
+        raise RescoreError(
+            "the stylegan3 generator needs its network pickle; pass --generator "
+            "stylegan3=/path/to/stylegan3-t-ffhq-1024x1024.pkl"
+        )
+    if path.is_file() and nvlabs_pickle.is_nvlabs_pickle(path):
+        return nvlabs_pickle.load_generator(path, options, expect="stylegan3")
+    state_dict = _generator_state_dict(path, "StyleGAN3 network pickle")
+    raise _wrong_family(path, state_dict, "stylegan3", "an NVlabs stylegan3 .pkl")
+
+
+def _generator_state_dict(path: Path, what: str) -> dict:
+    from .checkpoints import as_state_dict, read_checkpoint
+
+    return as_state_dict(read_checkpoint(path, what=what), path=path, what=what)
+
+
+# Distinctive keys of the generator layouts rescore reads, to name the family of a wrong file.
+_FAMILY_KEYS = (
+    ("stylegan2", "synthesis.early_layer.const"),
+    ("stylegan", "synthesis.layer0.const"),
+    ("pggan", "layer0.conv.weight"),
+    ("biggan", "embeddings.weight"),
+)
+
+
+def _wrong_family(path: Path, state_dict: dict, expected: str, example: str) -> RescoreError:
+    family = next((name for name, key in _FAMILY_KEYS if key in state_dict), None)
+    if family is None:
+        return RescoreError(
+            f"{path} is not a {expected} generator checkpoint (none of the keys rescore knows); "
+            f"pass {example}"
+        )
+    return RescoreError(
+        f"{path} looks like a {family} generator checkpoint, not {expected}; "
+        f"pass it as --generator {family}=PATH"
+    )
 
 
 GENERATORS: dict[str, GeneratorFactory] = {
@@ -180,6 +233,7 @@ GENERATORS: dict[str, GeneratorFactory] = {
     # PGGAN and BigGAN (issue 9)
     "pggan": _pggan,
     "biggan": _biggan,
+    "stylegan2": _stylegan2,
     "stylegan3": _stylegan3,
 }
 

@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import stylegan_layers as ops
 from .base import truncate
 from .checkpoints import as_state_dict, load_strict, read_checkpoint
 from .errors import CheckpointError, ShapeMismatchError
+from .stylegan_layers import ParameterHolder, TruncationBuffers
 
 _RESOLUTIONS_ALLOWED = (8, 16, 32, 64, 128, 256, 512, 1024)
 _INIT_RES = 4
@@ -40,14 +42,6 @@ _MODEL_SPECIFIC_VARS = ("truncation.truncation",)
 _SYNTHESIS_LAYER = re.compile(r"synthesis\.layer(\d+)\.")
 
 
-class _Holder(nn.Module):
-    """Holds one parameter under `name`, so keys read as in the published files (`fc.weight`)."""
-
-    def __init__(self, name: str, value: torch.Tensor) -> None:
-        super().__init__()
-        self.register_parameter(name, nn.Parameter(value))
-
-
 class EqualizedDense(nn.Module):
     """Dense layer with equalized learning rate, as stored by genforce (`fc.weight`, `wscale.bias`).
 
@@ -57,14 +51,16 @@ class EqualizedDense(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, *, gain: float, lr_mul: float, lrelu: bool):
         super().__init__()
-        self.fc = _Holder("weight", torch.randn(out_dim, in_dim))  # [out, in]
-        self.wscale = _Holder("bias", torch.zeros(out_dim))  # [out]
+        self.fc = ParameterHolder("weight", torch.randn(out_dim, in_dim))  # [out, in]
+        self.wscale = ParameterHolder("bias", torch.zeros(out_dim))  # [out]
         self.scale = gain / math.sqrt(in_dim) * lr_mul
         self.lr_mul = lr_mul
         self.lrelu = lrelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.fc.weight * self.scale, self.wscale.bias * self.lr_mul)  # [B, out]
+        y = ops.equalized_linear(
+            x, self.fc.weight, self.wscale.bias, weight_gain=self.scale, bias_gain=self.lr_mul
+        )  # [B, out]
         return F.leaky_relu(y, _LRELU_SLOPE) if self.lrelu else y
 
 
@@ -86,25 +82,10 @@ class MappingNetwork(nn.Module):
             self.add_module(f"dense{i}", dense)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        w = z / torch.sqrt(torch.mean(z**2, dim=1, keepdim=True) + _NORM_EPS)  # [B, Z]
+        w = ops.pixel_norm(z, eps=_NORM_EPS)  # [B, Z]
         for i in range(self.num_layers):
             w = getattr(self, f"dense{i}")(w)  # [B, hidden] ... [B, D]
         return w
-
-
-class TruncationBuffers(nn.Module):
-    """The truncation state: `w_avg` [D] and per-layer coefficients `truncation` [1, L, 1].
-
-    Coefficient `psi` on layers < `layers`, 1 elsewhere (psi=1.0 or layers=0: no truncation).
-    """
-
-    def __init__(self, num_layers: int, w_dim: int, psi: float, layers: int) -> None:
-        super().__init__()
-        self.register_buffer("w_avg", torch.zeros(w_dim))  # [D]
-        layer_index = torch.arange(num_layers, dtype=torch.float32).view(1, num_layers, 1)
-        ones = torch.ones_like(layer_index)
-        coefficients = torch.where(layer_index < layers, ones * psi, ones)  # [1, L, 1]
-        self.register_buffer("truncation", coefficients)
 
 
 class NoiseInput(nn.Module):
@@ -173,13 +154,13 @@ class ConvBlock(nn.Module):
 
     def __init__(self, resolution: int, in_channels: int, out_channels: int, w_dim: int) -> None:
         super().__init__()
-        self.conv = _Holder("weight", torch.randn(out_channels, in_channels, 3, 3))
+        self.conv = ParameterHolder("weight", torch.randn(out_channels, in_channels, 3, 3))
         self.scale = _conv_scale(in_channels, 3)
         self.epilogue = Epilogue(resolution, out_channels, w_dim)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(x, self.conv.weight * self.scale, padding=1)  # [B, out, R, R]
-        return self.epilogue(x, w)
+        x = ops.equalized_conv2d(x, self.conv.weight, weight_gain=self.scale, padding=1)
+        return self.epilogue(x, w)  # [B, out, R, R]
 
 
 class Blur(nn.Module):
@@ -193,7 +174,7 @@ class Blur(nn.Module):
         self.channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.kernel, padding=1, groups=self.channels)  # [B, C, R, R]
+        return ops.fir_filter(x, self.kernel, padding=1)  # [B, C, R, R]
 
 
 class UpBlock(nn.Module):
@@ -212,7 +193,7 @@ class UpBlock(nn.Module):
         if fused:
             self.weight = nn.Parameter(torch.randn(3, 3, in_channels, out_channels))
         else:
-            self.conv = _Holder("weight", torch.randn(out_channels, in_channels, 3, 3))
+            self.conv = ParameterHolder("weight", torch.randn(out_channels, in_channels, 3, 3))
         self.scale = _conv_scale(in_channels, 3)
         self.blur = Blur(out_channels)
         self.epilogue = Epilogue(resolution, out_channels, w_dim)
@@ -225,7 +206,7 @@ class UpBlock(nn.Module):
             x = F.conv_transpose2d(x, kernel, stride=2, padding=1)  # [B, out, R, R]
         else:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # [B, in, R, R]
-            x = F.conv2d(x, self.conv.weight * self.scale, padding=1)  # [B, out, R, R]
+            x = ops.equalized_conv2d(x, self.conv.weight, weight_gain=self.scale, padding=1)
         return self.epilogue(self.blur(x), w)
 
 
@@ -234,12 +215,12 @@ class ToRGB(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int = 3) -> None:
         super().__init__()
-        self.conv = _Holder("weight", torch.randn(out_channels, in_channels, 1, 1))
+        self.conv = ParameterHolder("weight", torch.randn(out_channels, in_channels, 1, 1))
         self.scale = 1.0 / math.sqrt(in_channels)
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = F.conv2d(x, self.conv.weight * self.scale)  # [B, 3, R, R]
+        image = ops.equalized_conv2d(x, self.conv.weight, weight_gain=self.scale, padding=0)
         return image + self.bias.view(1, -1, 1, 1)
 
 
