@@ -136,18 +136,21 @@ def _listing(names: list[str]) -> str:
     return shown + (f", ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
+# Distinctive keys of the generator layouts rescore reads (the first family with one wins).
+_FAMILY_KEYS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("biggan", ("generator.gen_z.weight_orig", "embeddings.weight")),
+    ("stylegan2", ("synthesis.early_layer.const",)),
+    ("stylegan", ("synthesis.layer0.const", "mapping.dense0.wscale.bias")),
+    ("pggan", ("layer0.conv.weight",)),
+)
+
+
 def guess_family(state_dict: Mapping[str, Any]) -> str | None:
     """The generator family (registry name) a state dict's keys suggest, or None.
 
     For error messages that refuse a file of another family ("it looks like a stylegan
     checkpoint"): genforce StyleGAN v1 / StyleGAN2 / PGGAN and pytorch-pretrained-BigGAN layouts.
     """
-    if "generator.gen_z.weight_orig" in state_dict:
-        return "biggan"
-    if "mapping.dense0.wscale.bias" in state_dict:
-        return "stylegan"
-    if "mapping.dense0.bias" in state_dict or any(k.startswith("synthesis.") for k in state_dict):
-        return "stylegan2"
-    if "layer0.conv.weight" in state_dict and "output0.conv.weight" in state_dict:
-        return "pggan"
-    return None
+    return next(
+        (name for name, keys in _FAMILY_KEYS if any(key in state_dict for key in keys)), None
+    )

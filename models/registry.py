@@ -123,6 +123,8 @@ def _biggan(path: Path | None, options: GeneratorOptions) -> nn.Module:
     return biggan.load_biggan(
         path, class_index=options.class_index, truncation_psi=options.truncation_psi
     )
+
+
 def _places365(path: Path | None) -> nn.Module:
     from . import places365
 
@@ -160,6 +162,8 @@ def _lineargan(path: Path | None) -> nn.Module:
             "--predictor lineargan=DIR/lineargan/lse.npz"
         )
     return lineargan.load_lse(path)
+
+
 # --- StyleGAN2 / StyleGAN3: genforce .pth or NVlabs .pkl (recognised by content) ---------------
 
 
@@ -205,17 +209,10 @@ def _generator_state_dict(path: Path, what: str) -> dict:
     return as_state_dict(read_checkpoint(path, what=what), path=path, what=what)
 
 
-# Distinctive keys of the generator layouts rescore reads, to name the family of a wrong file.
-_FAMILY_KEYS = (
-    ("stylegan2", "synthesis.early_layer.const"),
-    ("stylegan", "synthesis.layer0.const"),
-    ("pggan", "layer0.conv.weight"),
-    ("biggan", "embeddings.weight"),
-)
-
-
 def _wrong_family(path: Path, state_dict: dict, expected: str, example: str) -> RescoreError:
-    family = next((name for name, key in _FAMILY_KEYS if key in state_dict), None)
+    from .checkpoints import guess_family
+
+    family = guess_family(state_dict)
     if family is None:
         return RescoreError(
             f"{path} is not a {expected} generator checkpoint (none of the keys rescore knows); "
