@@ -23,3 +23,7 @@ class ScoreError(RescoreError):
 
 class OutputError(RescoreError):
     """An output location cannot be written."""
+
+
+class DamagedStoreError(StoreError):
+    """A store's chunk or metadata cannot be read back intact (checksum, codec, missing file)."""

@@ -11,13 +11,14 @@ from typing import Any
 
 from rescore.export.backends import BackendSpec
 
+from .atomic import atomic_path
 from .boundary import load_boundaries
 from .fit import FitConfig, FitResult, fit_boundaries
 from .layout import RunDirectory
 from .report import summarize, write_cross_effects, write_heatmap, write_summary
 from .rescore import RescoreConfig, open_rescore, rescore_boundaries
 from .sample import SampleConfig, open_samples, sample_and_score
-from .spec import ModelSpec, open_model_session
+from .spec import ModelSpec, SpecOverride, open_model_session, spec_from_store
 from .stats import CiMethod, DeltaTable, delta_statistics
 from .store import ChunkedStore
 
@@ -69,14 +70,24 @@ def rescore_step(
     table = delta_statistics(
         rescored.store, accumulators=rescored.accumulators, ci_method=ci_method, seed=config.seed
     )
-    table.write_csv(run.table)
+    write_table(table, run.table)
     return table
 
 
+def write_table(table: DeltaTable, path: Path) -> None:
+    """DIR/rescore.csv, written atomically."""
+    with atomic_path(path) as staged:
+        table.write_csv(staged)
+
+
 def report_step(run: RunDirectory, table: DeltaTable | None = None) -> dict[str, Any]:
-    """4. Write DIR/summary.json, DIR/heatmap.png and DIR/cross_effects.png."""
+    """4. Write DIR/summary.json, DIR/heatmap.png and DIR/cross_effects.png (and, when the
+    table is recomputed here, DIR/rescore.csv), each atomically."""
     store = open_rescore(run.rescore_store)
-    table = table or delta_statistics(store)
+    run.ensure_writable()
+    if table is None:
+        table = delta_statistics(store)
+        write_table(table, run.table)
     summary = summarize(
         table,
         distance=float(store.meta["identity"]["distance"]),
@@ -105,6 +116,8 @@ def run_all(
     return report_step(run, table)
 
 
-def model_spec_of(run: RunDirectory) -> ModelSpec:
-    """The models recorded in DIR/samples.zarr."""
-    return ModelSpec.from_sources(open_samples(run.samples).meta["sources"])
+def model_spec_of(run: RunDirectory, override: SpecOverride | None = None) -> ModelSpec:
+    """The models recorded in DIR/samples.zarr (built-in names only; plug-ins and changed
+    options come from `override`)."""
+    meta = open_samples(run.samples).meta
+    return spec_from_store(meta.get("sources"), override or SpecOverride())

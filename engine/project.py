@@ -8,6 +8,7 @@ of the fitted hyperplane a code lies.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,13 @@ def _offsets(boundaries: list[Boundary]) -> np.ndarray:
     return np.stack(rows) if boundaries[0].space == "wp" else np.concatenate(rows)
 
 
+def boundary_digest(boundary: Boundary) -> str:
+    """SHA-256 of a boundary's normal and offset (what its distances depend on)."""
+    digest = hashlib.sha256(np.ascontiguousarray(boundary.normal, np.float32).tobytes())
+    digest.update(np.asarray(boundary.metadata.get("offset", 0.0), np.float64).tobytes())
+    return digest.hexdigest()
+
+
 def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Path) -> ChunkedStore:
     """Project the samples store's codes onto `boundaries` into a new store at `path`."""
     groups = {space: [b for b in boundaries if b.space == space] for space in ("w", "wp")}
@@ -47,7 +55,12 @@ def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Pat
                 "distance_wp", (n, len(groups["wp"]), layers), ("sample", "boundary_wp", "layer")
             )
         )
-    identity = {"samples": samples.meta["identity"], "boundaries": [b.name for b in boundaries]}
+    identity = {
+        "samples": samples.meta["identity"],
+        "boundaries": [  # digests too: a refit boundary of the same name is another boundary
+            {"name": b.name, "space": b.space, "sha256": boundary_digest(b)} for b in boundaries
+        ],
+    }
     store = ChunkedStore.create_or_resume(
         path,
         kind=PROJECTIONS_KIND,

@@ -107,12 +107,12 @@ def test_boundary_of_another_model_is_refused(tmp_path):
     assert runner.invoke(app, ["sample", "-o", out, *TOY, "-n", "40", "-q"]).exit_code == 0
     np.save(tmp_path / "wide_boundary.npy", np.ones((1, 7), np.float32) / np.sqrt(7))
     _fails(
-        ["rescore", "-o", out, "-b", str(tmp_path / "wide_boundary.npy"), "-n", "4", "-q"],
+        ["rescore", "-o", out, *TOY, "-b", str(tmp_path / "wide_boundary.npy"), "-n", "4", "-q"],
         "dimension 7",
     )
     np.save(tmp_path / "layers_boundary.npy", np.ones((1, 9, 6), np.float32) / np.sqrt(6))
     _fails(
-        ["rescore", "-o", out, "-b", str(tmp_path / "layers_boundary.npy"), "-n", "4", "-q"],
+        ["rescore", "-o", out, *TOY, "-b", str(tmp_path / "layers_boundary.npy"), "-n", "4", "-q"],
         "9 layers",
     )
     assert not (tmp_path / "r" / "rescore.zarr").exists()
