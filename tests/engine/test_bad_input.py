@@ -236,13 +236,13 @@ ROWS = [
     Row(
         "chunk-garbage",
         FIT,
-        "array 'scores' chunk 1 is damaged",
+        "array 'scores' is damaged in chunk 1 (",
         _overwrite("samples.zarr/scores/c/1/0", b"\x28\xb5\x2f\xfd garbage"),
     ),
     Row(
         "chunk-truncated",
         FIT,
-        "array 'scores' chunk 0 is damaged",
+        "array 'scores' is damaged in chunk 0 (",
         _overwrite("samples.zarr/scores/c/0/0", lambda b: b[: len(b) // 2]),
     ),
     Row(
