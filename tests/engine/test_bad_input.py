@@ -110,6 +110,7 @@ def _swap_graph(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         shutil.copy(onnx / f"mapping{suffix}", onnx / f"fused{suffix}")
 
 
+CPU = ["--backend", "torch"]  # the reference backend: no graph export where none is tested
 SAMPLE = ["sample", "-o", "{tmp}/new", "-n", "8", "--chunk-size", "8", "-q"]
 RESCORE = ["rescore", "-o", "{run}", *TOY, "-q"]
 FIT = ["fit", "-o", "{run}", "--chosen-num", "10", "-q"]
@@ -185,7 +186,7 @@ ROWS = [
     ),
     Row(
         "predictor-nan-column",
-        [*SAMPLE, TOY[0], TOY[1], "-p", "bad_plugins:nan_column_predictor"],
+        [*SAMPLE, *CPU, TOY[0], TOY[1], "-p", "bad_plugins:nan_column_predictor"],
         "only NaN/inf for semantic(s) blue",
     ),
     Row(
@@ -319,13 +320,14 @@ def finished_run(tmp_path_factory) -> Path:
     """A toy run: samples (40, 2 chunks), boundaries red + green, a rescore store (K=4)."""
     root = tmp_path_factory.mktemp("base") / "run"
     for args in (
-        ["sample", "-o", str(root), *TOY, "-n", "40", "--chunk-size", "20", "-q"],
+        ["sample", "-o", str(root), *TOY, *CPU, "-n", "40", "--chunk-size", "20", "-q"],
         ["fit", "-o", str(root), "-s", "red", "-s", "green", "--chosen-num", "10", "-q"],
         [
             "rescore",
             "-o",
             str(root),
             *TOY,
+            *CPU,
             "-b",
             str(root / "boundaries" / "red.npy"),
             "-n",

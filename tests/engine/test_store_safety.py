@@ -24,6 +24,7 @@ from rescore.engine.cli import app
 
 runner = CliRunner()
 TOY = ["--generator", "toy_models:build_toy_generator", "-p", "toy_models:build_toy_predictor"]
+CPU = ["--backend", "torch"]  # the reference backend: no graph export in these tests
 
 
 def _ok(args: list[str]) -> str:
@@ -50,7 +51,7 @@ def _edit_sources(run: Path, edit) -> None:
 def synthetic_run(tmp_path_factory) -> Path:
     """A run of the built-in synthetic model (rebuildable from its store): samples + boundary."""
     root = tmp_path_factory.mktemp("synthetic") / "run"
-    common = ["--generator", "synthetic", "-p", "synthetic", "--model-seed", "3"]
+    common = ["--generator", "synthetic", "-p", "synthetic", "--model-seed", "3", *CPU]
     _ok(["sample", "-o", str(root), *common, "--truncation-psi", "0.5", "-n", "40", "-q"])
     _ok(["fit", "-o", str(root), "-s", "lighting", "--chosen-num", "10", "-q"])
     return root
@@ -77,7 +78,7 @@ def test_a_store_naming_code_never_runs_it(synthetic_run, tmp_path, field, comma
     _edit_sources(run, edit)
     boundary = str(run / "boundaries" / "lighting.npy")
     args = {
-        "rescore": ["rescore", "-o", str(run), "-n", "4", "-q"],
+        "rescore": ["rescore", "-o", str(run), "-n", "4", "-q", *CPU],
         "grid": ["grid", "-o", str(run), "-b", boundary, "-n", "1", "--steps", "2"],
     }[command]
     _fail(args, "never imports a module because a file names it")
@@ -92,20 +93,20 @@ def test_override_keeps_the_recorded_generator_options(synthetic_run, tmp_path):
     """--generator on rescore replaces the model name, not the seed/psi the samples used."""
     run = tmp_path / "run"
     shutil.copytree(synthetic_run, run)
-    _ok(["rescore", "-o", str(run), "--generator", "synthetic", "-p", "synthetic", "-n", "4"])
+    _ok(["rescore", "-o", str(run), "--generator", "synthetic", "-p", "synthetic", "-n", "4", *CPU])
     identity = zarr.open_group(run / "rescore.zarr", mode="r").attrs["rescore"]["identity"]
     assert identity["generator_options"]["seed"] == 3
     assert identity["generator_options"]["truncation_psi"] == 0.5
     plain = tmp_path / "plain"
     shutil.copytree(synthetic_run, plain)
-    _ok(["rescore", "-o", str(plain), "-n", "4", "-q"])
+    _ok(["rescore", "-o", str(plain), "-n", "4", "-q", *CPU])
     a = zarr.open_group(run / "rescore.zarr", mode="r")
     b = zarr.open_group(plain / "rescore.zarr", mode="r")
     assert np.array_equal(a["manipulated"][:], b["manipulated"][:], equal_nan=True)
     # an option given again replaces the recorded one
     other = tmp_path / "other"
     shutil.copytree(synthetic_run, other)
-    _ok(["rescore", "-o", str(other), "--truncation-psi", "0.9", "-n", "4", "-q"])
+    _ok(["rescore", "-o", str(other), "--truncation-psi", "0.9", "-n", "4", "-q", *CPU])
     options = zarr.open_group(other / "rescore.zarr", mode="r").attrs["rescore"]["identity"]
     assert options["generator_options"]["truncation_psi"] == 0.9
     assert options["generator_options"]["seed"] == 3
@@ -113,12 +114,12 @@ def test_override_keeps_the_recorded_generator_options(synthetic_run, tmp_path):
 
 def test_plugin_named_again_is_checked_against_the_store(tmp_path):
     run = tmp_path / "run"
-    _ok(["sample", "-o", str(run), *TOY, "-n", "20", "-q"])
+    _ok(["sample", "-o", str(run), *TOY, *CPU, "-n", "20", "-q"])
     _ok(["fit", "-o", str(run), "-s", "red", "--chosen-num", "5", "-q"])
-    _fail(["rescore", "-o", str(run), "-n", "4", "-q"], "--generator toy_models:build_toy")
+    _fail(["rescore", "-o", str(run), "-n", "4", "-q", *CPU], "--generator toy_models:build_toy")
     other = ["--generator", "synthetic", "-p", "toy_models:build_toy_predictor"]
-    _fail(["rescore", "-o", str(run), *other, "-n", "4", "-q"], "differ from the ones")
-    _ok(["rescore", "-o", str(run), *TOY, "-n", "4", "-q"])
+    _fail(["rescore", "-o", str(run), *other, *CPU, "-n", "4", "-q"], "differ from the ones")
+    _ok(["rescore", "-o", str(run), *TOY, *CPU, "-n", "4", "-q"])
 
 
 def test_checkpoint_paths_are_recorded_absolute(tmp_path, monkeypatch):
@@ -153,8 +154,8 @@ def test_projections_follow_a_refit_boundary(synthetic_run, tmp_path):
 
 
 def test_check_marks_damage_and_the_rerun_equals_an_undamaged_run(tmp_path):
-    sample = ["sample", *TOY, "-n", "40", "--chunk-size", "10", "-q"]
-    rescore = ["rescore", *TOY, "-n", "6", "--chunk-size", "2", "-q"]
+    sample = ["sample", *TOY, *CPU, "-n", "40", "--chunk-size", "10", "-q"]
+    rescore = ["rescore", *TOY, *CPU, "-n", "6", "--chunk-size", "2", "-q"]
     for name in ("clean", "damaged"):
         run = str(tmp_path / name)
         _ok([sample[0], "-o", run, *sample[1:]])
@@ -187,7 +188,7 @@ def test_check_marks_damage_and_the_rerun_equals_an_undamaged_run(tmp_path):
 
 
 def test_arrays_carry_crc32c_and_the_format_version_is_2(tmp_path):
-    _ok(["sample", "-o", str(tmp_path / "r"), *TOY, "-n", "8", "-q"])
+    _ok(["sample", "-o", str(tmp_path / "r"), *TOY, *CPU, "-n", "8", "-q"])
     group = zarr.open_group(tmp_path / "r" / "samples.zarr", mode="r")
     assert group.attrs["rescore"]["format_version"] == 2
     for name in group.array_keys():
@@ -198,7 +199,7 @@ def test_arrays_carry_crc32c_and_the_format_version_is_2(tmp_path):
 def test_a_full_disk_stops_cleanly_and_the_rerun_resumes(tmp_path, monkeypatch):
     from zarr.storage import LocalStore
 
-    args = ["sample", "-o", str(tmp_path / "r"), *TOY, "-n", "40", "--chunk-size", "10", "-q"]
+    args = ["sample", "-o", str(tmp_path / "r"), *TOY, *CPU, "-n", "40", "--chunk-size", "10", "-q"]
     original, written = LocalStore.set, {"scores": 0}
 
     async def full_after_a_while(self, key, value):
@@ -227,7 +228,7 @@ def test_a_full_disk_stops_cleanly_and_the_rerun_resumes(tmp_path, monkeypatch):
 
 def test_report_rewrites_the_table_and_leftovers_are_cleaned(tmp_path):
     run = tmp_path / "run"
-    _ok(["sample", "-o", str(run), *TOY, "-n", "20", "-q"])
+    _ok(["sample", "-o", str(run), *TOY, *CPU, "-n", "20", "-q"])
     _ok(["fit", "-o", str(run), "-s", "red", "--chosen-num", "5", "-q"])
     _ok(["rescore", "-o", str(run), *TOY, "-n", "4", "-q"])
     table, summary = (run / "rescore.csv").read_text(), (run / "summary.json").read_text()
