@@ -80,7 +80,7 @@ class GraphFiles:
             return self._checked(path)
         try:  # a cache entry: a corrupt or foreign one is simply rebuilt
             return self._checked(path)
-        except ExportError as error:
+        except (ExportError, CorruptCacheError) as error:
             log.warning("cached %s graph is unusable (%s); exporting it again", name, error)
             discard_graph(path)
             self._export(name)

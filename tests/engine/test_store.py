@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rescore.engine.errors import StoreError, StoreMismatchError
-from rescore.engine.store import ArraySpec, ChunkedStore
+from rescore.engine.store import FORMAT_VERSION, ArraySpec, ChunkedStore
 
 
 def _create(path, identity=None, n=10, chunk=4):
@@ -48,7 +48,8 @@ def test_wrong_chunk_shape_is_refused_before_marking(tmp_path):
 def test_dimension_names_and_format_are_recorded(tmp_path):
     store = _create(tmp_path / "s.zarr")
     assert store.array("x").metadata.dimension_names == ("sample", "dim")
-    assert store.meta["format"] == "test.kind" and store.meta["format_version"] == 1
+    assert store.meta["format"] == "test.kind"
+    assert store.meta["format_version"] == FORMAT_VERSION == 2
     with pytest.raises(StoreError, match="not 'other.kind'"):
         ChunkedStore.open(tmp_path / "s.zarr", kind="other.kind")
 
