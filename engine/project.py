@@ -9,6 +9,8 @@ of the fitted hyperplane a code lies.
 from __future__ import annotations
 
 import hashlib
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,11 @@ import numpy as np
 from rescore.kernels.project import project
 
 from .boundary import Boundary
-from .errors import ScoreError
+from .errors import ScoreError, StoreMismatchError
 from .store import ArraySpec, ChunkedStore
 
 PROJECTIONS_KIND = "rescore.projections"
+log = logging.getLogger(__name__)
 
 
 def _offsets(boundaries: list[Boundary]) -> np.ndarray:
@@ -61,18 +64,27 @@ def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Pat
             {"name": b.name, "space": b.space, "sha256": boundary_digest(b)} for b in boundaries
         ],
     }
-    store = ChunkedStore.create_or_resume(
-        path,
-        kind=PROJECTIONS_KIND,
-        identity=identity,
-        num_samples=n,
-        chunk_size=samples.chunk_size,
-        arrays=arrays,
-        attrs={
-            "boundary_names": [b.name for b in groups["w"]],
-            "boundary_wp_names": [b.name for b in groups["wp"]],
-        },
-    )
+
+    def create() -> ChunkedStore:
+        return ChunkedStore.create_or_resume(
+            path,
+            kind=PROJECTIONS_KIND,
+            identity=identity,
+            num_samples=n,
+            chunk_size=samples.chunk_size,
+            arrays=arrays,
+            attrs={
+                "boundary_names": [b.name for b in groups["w"]],
+                "boundary_wp_names": [b.name for b in groups["wp"]],
+            },
+        )
+
+    try:
+        store = create()
+    except StoreMismatchError:  # derived data of other boundaries (a refit) or other samples
+        log.warning("%s holds projections of other boundaries or samples; replacing it", path)
+        shutil.rmtree(path)
+        store = create()
     plans = [
         (space, name, np.concatenate([b.normal for b in groups[space]]), _offsets(groups[space]))
         for space, name in (("w", "distance"), ("wp", "distance_wp"))
