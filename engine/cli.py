@@ -404,13 +404,21 @@ def rescore(
 
 @app.command()
 @_user_errors
-def report(out: Out) -> None:
-    """Rewrite OUT/summary.json and the heatmaps from OUT/rescore.zarr.
+def report(
+    out: Out,
+    ci: Annotated[
+        str | None,
+        typer.Option(help="CI method: normal or bootstrap (default: the one summary.json names)."),
+    ] = None,
+) -> None:
+    """Rewrite OUT/rescore.csv, OUT/summary.json and the heatmaps from OUT/rescore.zarr.
 
     Example:  rescore report -o runs/bedroom
     """
     run = RunDirectory(out)
-    summary = pipeline.report_step(run)
+    if ci is not None and ci not in ("normal", "bootstrap"):
+        raise RescoreError(f"unknown --ci '{ci}'; use normal or bootstrap")
+    summary = pipeline.report_step(run, ci_method=ci)
     _print_summary(summary)
     _print_outputs(run)
 

@@ -6,6 +6,7 @@ Each step reads what the previous one wrote in the run directory, so they can ru
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,18 @@ def write_table(table: DeltaTable, path: Path) -> None:
         table.write_csv(staged)
 
 
-def report_step(run: RunDirectory, table: DeltaTable | None = None) -> dict[str, Any]:
+def report_step(
+    run: RunDirectory, table: DeltaTable | None = None, *, ci_method: CiMethod | None = None
+) -> dict[str, Any]:
     """4. Write DIR/summary.json, DIR/heatmap.png and DIR/cross_effects.png (and, when the
-    table is recomputed here, DIR/rescore.csv), each atomically."""
+    table is recomputed here, DIR/rescore.csv), each atomically. Recomputed CIs use `ci_method`,
+    by default the one the previous summary names (normal when there is none)."""
     store = open_rescore(run.rescore_store)
     run.ensure_writable()
     if table is None:
-        table = delta_statistics(store)
+        method = ci_method or _previous_ci_method(run)
+        seed = int(store.meta["identity"].get("seed", 0))
+        table = delta_statistics(store, ci_method=method, seed=seed)
         write_table(table, run.table)
     summary = summarize(
         table,
@@ -97,6 +103,15 @@ def report_step(run: RunDirectory, table: DeltaTable | None = None) -> dict[str,
     write_heatmap(table, run.heatmap)
     write_cross_effects(table, run.cross_effects)
     return summary
+
+
+def _previous_ci_method(run: RunDirectory) -> CiMethod:
+    """The CI method DIR/summary.json was written with; normal if it is missing or torn."""
+    try:
+        method = json.loads(run.summary.read_text(encoding="utf-8")).get("ci_method")
+    except (OSError, ValueError, AttributeError):
+        return "normal"
+    return method if method in ("normal", "bootstrap") else "normal"
 
 
 def run_all(

@@ -72,7 +72,7 @@ def _array_options() -> dict[str, Any]:
     """Codecs of every array a store creates: zstd, then a crc32c checksum of the chunk."""
     return {
         "compressors": (ZstdCodec(level=0), Crc32cCodec()),
-        "config": {"write_empty_chunks": True},  # a missing chunk is then always damage
+        "config": {"write_empty_chunks": True},  # creation only; writers: `_for_writing`
     }
 
 
@@ -292,14 +292,14 @@ class ChunkedStore:
         start, stop = self.chunk_range(chunk)
         try:
             for name, data in values.items():
-                array = self.group[name]
+                array = self._for_writing(name)
                 if data.shape[0] != stop - start or tuple(data.shape[1:]) != tuple(array.shape[1:]):
                     raise ValueError(
                         f"chunk {chunk} of '{name}': got {data.shape}, expected "
                         f"({stop - start}, {', '.join(map(str, array.shape[1:]))})"
                     )
                 array[start:stop] = data
-            self.group[LEDGER][chunk] = 1
+            self._for_writing(LEDGER)[chunk] = 1
         except OSError as error:  # the ledger entry stays 0: a rerun redoes this chunk
             raise StoreError(
                 f"cannot write chunk {chunk} of {self.path} ({_reason(error)}); {_fix(error)}"
@@ -337,10 +337,16 @@ class ChunkedStore:
                     break
         return missing
 
+    def _for_writing(self, name: str) -> zarr.Array:
+        """Array `name` opened so that chunks holding only fill values are written too (a
+        runtime setting, not stored: format 2 relies on every chunk file existing)."""
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            return self.group[name]
+
     def mark_pending(self, chunks: list[int]) -> None:
         """Set the ledger entries of `chunks` to 0 (damaged units to recompute) and drop the
         writer's `finished` record, so readers wait for the rerun."""
-        ledger = self.group[LEDGER]
+        ledger = self._for_writing(LEDGER)
         for chunk in chunks:
             ledger[chunk] = 0
         meta = dict(self.group.attrs[_ATTR])

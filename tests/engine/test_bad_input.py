@@ -274,8 +274,20 @@ ROWS = [
     Row(
         "cache-dir-read-only",
         [*SAMPLE, *TOY, "--backend", "onnxruntime", "--cache-dir", "{tmp}/cache"],
-        "Read-only file system",
-        _deny("pathlib.Path.mkdir", under="cache"),
+        "cache/onnx",
+        _deny("pathlib.Path.mkdir", under="/cache"),
+    ),
+    Row(
+        "export-read-only",
+        ["export", "-o", "{tmp}/ro/onnx", *TOY, "--part", "mapping"],
+        "ro/onnx (Read-only file system)",
+        _deny("pathlib.Path.mkdir", under="/ro/"),
+    ),
+    Row(
+        "rescore-disk-full",
+        ["rescore", "-o", "{tmp}/new", *TOY, *CPU, "-b", "{red}", "-n", "4", "-q"],
+        "No space left on device",
+        _deny("zarr.storage.LocalStore.set", errno.ENOSPC),
     ),
     Row(
         "fit-disk-full",

@@ -23,7 +23,19 @@ def _fails(args, match):
 
 @pytest.mark.parametrize(
     "command",
-    ["sample", "fit", "rescore", "report", "run", "demo", "export", "grid", "condition", "project"],
+    [
+        "sample",
+        "fit",
+        "rescore",
+        "report",
+        "run",
+        "demo",
+        "export",
+        "grid",
+        "condition",
+        "project",
+        "check",
+    ],
 )
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [command, "--help"])

@@ -115,3 +115,11 @@ def test_damaged_chunks_are_named_and_marked_pending(tmp_path):
         store.require_complete("reading")
     store.mark_pending([1])
     assert _create(tmp_path / "s.zarr").pending_chunks() == [1, 2]  # resume requeues 2 too
+
+
+def test_chunks_of_fill_values_are_written_so_missing_means_damaged(tmp_path):
+    store = _create(tmp_path / "s.zarr")
+    store = ChunkedStore.open(tmp_path / "s.zarr", kind="test.kind")  # a later writer process
+    store.write_chunk(0, {"x": np.full((4, 3), np.nan, np.float32)})  # e.g. inactive boundaries
+    assert (tmp_path / "s.zarr" / "x" / "c" / "0" / "0").is_file()
+    assert store.missing_chunk_files() == []
