@@ -271,3 +271,21 @@ def test_a_failed_first_command_leaves_no_run_directory(tmp_path):
     assert not (tmp_path / "a").exists()
     _fail(["fit", "-o", str(out), "-q"], "not found")
     assert not (tmp_path / "a").exists()
+
+
+def test_cache_leftovers_of_killed_exports_are_cleaned(tmp_path):
+    from rescore.export.cache import clean_cache_leftovers
+
+    scratch = tmp_path / "onnx" / "0123abcd" / ".export-k1ll3d"
+    scratch.mkdir(parents=True)
+    (scratch / "fused.onnx").write_bytes(b"half")
+    engine = tmp_path / "engines" / ".e.engine.42.tmp"
+    engine.parent.mkdir()
+    engine.write_bytes(b"half")
+    kept = tmp_path / "onnx" / "0123abcd" / "fused.onnx"
+    kept.write_bytes(b"a finished graph")
+    old = time.time() - 3600
+    for path in (scratch, engine):
+        os.utime(path, (old, old))
+    clean_cache_leftovers(tmp_path)
+    assert not scratch.exists() and not engine.exists() and kept.exists()
