@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import math
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +22,7 @@ from .fit import FitConfig
 from .layout import RunDirectory
 from .rescore import CiTarget, RescoreConfig
 from .sample import SampleConfig
-from .spec import ModelSpec
+from .spec import ModelSpec, SpecOverride, check_options
 
 app = typer.Typer(
     add_completion=False,
@@ -76,8 +79,13 @@ ForceStore = Annotated[
 ]
 
 
+# Errors of the machine rather than of rescore: a full disk, a read-only or forbidden location.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def _user_errors(command):
-    """Turn user mistakes into one line on stderr and exit code 2; Ctrl-C into 130."""
+    """Turn user mistakes into one line on stderr and exit code 2; Ctrl-C into 130. A run
+    directory the failed command created and left empty is removed again."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -85,8 +93,14 @@ def _user_errors(command):
         try:
             return command(*args, **kwargs)
         except RescoreError as error:
-            _remove_if_empty(created, kwargs.get("out"))
+            _remove_if_empty(created)
             typer.echo(f"rescore: error: {error}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as error:
+            if error.errno not in _ENVIRONMENT_ERRNOS:
+                raise
+            _remove_if_empty(created)
+            typer.echo(f"rescore: error: {_environment_message(error)}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("rescore: interrupted; rerun the same command to resume", err=True)
@@ -95,29 +109,64 @@ def _user_errors(command):
     return wrapper
 
 
-def _first_missing(out: Path | None) -> Path | None:
-    """The outermost directory of `out` that does not exist yet (None if `out` exists)."""
-    if out is None or Path(out).exists():
+def _environment_message(error: OSError) -> str:
+    where = f" {error.filename}" if error.filename else ""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            f"no space left on the device writing{where}; free disk space and rerun the same "
+            f"command (finished work is kept)"
+        )
+    return (
+        f"cannot write{where} ({error.strerror}); choose a writable location (--out, --output, "
+        f"--cache-dir) or fix its permissions"
+    )
+
+
+def _first_missing(path: Path | None) -> Path | None:
+    """The outermost directory of `path` that does not exist yet (what a command would create)."""
+    if not isinstance(path, Path) or path.exists():
         return None
-    missing = Path(out)
+    missing = path
     while not missing.parent.exists() and missing.parent != missing:
         missing = missing.parent
     return missing
 
 
-def _remove_if_empty(created: Path | None, out: Path | None) -> None:
-    """A failed command leaves no empty run directory behind (nor the parents it created)."""
-    if created is None or out is None:
+def _remove_if_empty(directory: Path | None) -> None:
+    """Remove `directory` (created by the failed command) if it holds no work: no files
+    besides stores without a single completed chunk."""
+    if directory is None or not directory.is_dir():
         return
-    directory = Path(out)
-    while True:
-        try:
-            directory.rmdir()  # only succeeds on an empty directory
-        except OSError:
-            return
-        if directory == created:
-            return
-        directory = directory.parent
+    stores = [p for p in directory.rglob("*.zarr") if p.is_dir()]
+    loose = [
+        p
+        for p in directory.rglob("*")
+        if (p.is_file() or p.is_symlink()) and not any(s in p.parents for s in stores)
+    ]
+    if not loose and not any(_has_completed_chunks(s) for s in stores):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _has_completed_chunks(path: Path) -> bool:
+    import zarr
+
+    try:
+        return bool(zarr.open_group(path, mode="r")["ledger"][:].any())
+    except Exception:  # unreadable: keep it, someone may want to look at it
+        return True
+
+
+def _finite(option: str, value: float) -> float:
+    """Refuse NaN and infinities for a float option."""
+    if not math.isfinite(value):
+        raise RescoreError(f"{option} must be a finite number, got {value}")
+    return value
+
+
+def _at_least(option: str, value: int, low: int, why: str = "") -> int:
+    if value < low:
+        raise RescoreError(f"{option} must be at least {low}{why}, got {value}")
+    return value
 
 
 def _batch(batch_size: int | None, device: str) -> int:
@@ -142,6 +191,14 @@ def _backend_spec(
     batch_size: int | None,
 ) -> BackendSpec:
     max_batch = _batch(batch_size, device)
+    if onnx_dir is not None and backend == "torch":
+        raise RescoreError(
+            "--onnx-dir needs a compiled backend (the torch backend runs the models themselves); "
+            "use --backend onnxruntime or tensorrt, or drop --onnx-dir"
+        )
+    from rescore.export.cache import clean_cache_leftovers
+
+    clean_cache_leftovers(cache_dir)
     return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=max_batch)
 
 
@@ -158,10 +215,34 @@ def _spec(
     return ModelSpec(
         generator=ModelRef.parse(generator),
         predictors=tuple(ModelRef.parse(p) for p in predictors),
-        options=GeneratorOptions(
-            truncation_psi=psi, truncation_layers=layers, seed=seed, class_index=class_index
+        options=check_options(
+            GeneratorOptions(
+                truncation_psi=psi, truncation_layers=layers, seed=seed, class_index=class_index
+            )
         ),
     )
+
+
+def _stored_spec(
+    run: RunDirectory,
+    generator: str | None,
+    predictors: list[str],
+    options: dict,
+) -> ModelSpec | None:
+    """The models of the run's samples store with the user's overrides (None: no override and
+    no store, the step reports the missing store); without a store, the command line alone."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if not run.samples.exists():
+        if generator is None:
+            return None
+        psi, layers = given.get("truncation_psi"), given.get("truncation_layers")
+        return _spec(generator, predictors, psi, layers, given.get("seed", 0))
+    override = SpecOverride(
+        generator=ModelRef.parse(generator) if generator else None,
+        predictors=tuple(ModelRef.parse(p) for p in predictors),
+        options=given,
+    )
+    return pipeline.model_spec_of(run, override)
 
 
 @app.command()
@@ -251,11 +332,23 @@ def rescore(
     batch_size: BatchSize = None,
     generator: Annotated[
         str | None,
-        typer.Option(help="Override the generator recorded in OUT/samples.zarr (NAME[=PATH])."),
+        typer.Option(
+            help="Override the generator recorded in OUT/samples.zarr (NAME[=PATH]); a plug-in "
+            "recorded there must be named again."
+        ),
     ] = None,
     predictor: Annotated[
         list[str], typer.Option("--predictor", "-p", help="Override the predictors.")
     ] = [],
+    truncation_psi: Annotated[
+        float | None, typer.Option(help="Override the recorded truncation psi.")
+    ] = None,
+    truncation_layers: Annotated[
+        int | None, typer.Option(help="Override the recorded truncated layers.")
+    ] = None,
+    model_seed: Annotated[
+        int | None, typer.Option(help="Override the recorded model seed.")
+    ] = None,
     target_ci: Annotated[
         float | None,
         typer.Option(help="Adaptive K: draw chunks until every Delta's 95% CI half-width <= this."),
@@ -286,9 +379,20 @@ def rescore(
                rescore rescore -o runs/bedroom --target-ci 0.005 --max-k 20000
     """
     run = RunDirectory(out)
-    spec = None
-    if generator:
-        spec = _spec(generator, predictor, None, None, 0)
+    _finite("--distance", distance)
+    _at_least("--num", num, 2, " (a confidence interval needs K >= 2 latents)")
+    if max_k is not None:
+        _at_least("--max-k", max_k, 2, " (a confidence interval needs K >= 2 latents)")
+    spec = _stored_spec(
+        run,
+        generator,
+        predictor,
+        {
+            "truncation_psi": truncation_psi,
+            "truncation_layers": truncation_layers,
+            "seed": model_seed,
+        },
+    )
     if ci not in ("normal", "bootstrap"):
         raise RescoreError(f"unknown --ci '{ci}'; use normal or bootstrap")
     target = CiTarget(target_ci, tuple(target_semantic)) if target_ci is not None else None
@@ -320,13 +424,21 @@ def rescore(
 
 @app.command()
 @_user_errors
-def report(out: Out) -> None:
-    """Rewrite OUT/summary.json and the heatmaps from OUT/rescore.zarr.
+def report(
+    out: Out,
+    ci: Annotated[
+        str | None,
+        typer.Option(help="CI method: normal or bootstrap (default: the one summary.json names)."),
+    ] = None,
+) -> None:
+    """Rewrite OUT/rescore.csv, OUT/summary.json and the heatmaps from OUT/rescore.zarr.
 
     Example:  rescore report -o runs/bedroom
     """
     run = RunDirectory(out)
-    summary = pipeline.report_step(run)
+    if ci is not None and ci not in ("normal", "bootstrap"):
+        raise RescoreError(f"unknown --ci '{ci}'; use normal or bootstrap")
+    summary = pipeline.report_step(run, ci_method=ci)
     _print_summary(summary)
     _print_outputs(run)
 
@@ -335,7 +447,9 @@ def report(out: Out) -> None:
 @_user_errors
 def condition(
     primal: Annotated[Path, typer.Argument(help="The primal boundary .npy.")],
-    on: Annotated[list[Path], typer.Option("--on", help="Condition boundary .npy (repeatable).")],
+    on: Annotated[
+        list[Path], typer.Option("--on", help="Condition boundary .npy (repeatable).")
+    ] = [],
     output: Annotated[
         Path | None,
         typer.Option(
@@ -353,6 +467,10 @@ def condition(
     """
     from .condition import condition_boundary, default_output
 
+    if not on:
+        raise RescoreError("no condition given; pass --on CONDITION.npy (repeatable)")
+    if output is not None and output.exists() and not output.is_dir():
+        raise RescoreError(f"--output {output} is a file; name a directory (new or existing)")
     target = output or default_output(primal, list(on))
     path = condition_boundary(primal, list(on), target)
     typer.echo(f"conditioned boundary: {path}\nrescore it with: rescore rescore -o DIR -b {target}")
@@ -413,6 +531,16 @@ def grid(
     device: Device = "auto",
     force_family: ForceFamily = False,
     force_store: ForceStore = False,
+    generator: Annotated[
+        str | None,
+        typer.Option(
+            help="Generator NAME[=PATH] (default: the one OUT/samples.zarr recorded; a plug-in "
+            "must be named again)."
+        ),
+    ] = None,
+    predictor: Annotated[
+        list[str], typer.Option("--predictor", "-p", help="Predictors (default: recorded).")
+    ] = [],
 ) -> None:
     """Render a manipulation grid (rows: latents, columns: distances) to OUT/grids/.
 
@@ -427,11 +555,15 @@ def grid(
     from .sample import open_samples
     from .spec import open_model_session
 
-    run_dir = RunDirectory(out).ensure_writable()
+    _at_least("--num", num, 1)
+    _at_least("--steps", steps, 1)
+    _finite("--distance", distance)
+    run_dir = RunDirectory(out)
+    spec = _stored_spec(run_dir, generator, predictor, {})
+    spec = spec or pipeline.model_spec_of(run_dir)  # no store: its error names the fix
+    run_dir.ensure_writable()
     chosen = load_boundary(*parse_boundary_argument(boundary))
-    samples = open_samples(run_dir.samples)
-    check_store([chosen], identity_digest(samples), force=force_store)
-    spec = pipeline.model_spec_of(run_dir)
+    check_store([chosen], identity_digest(open_samples(run_dir.samples)), force=force_store)
     layers = layers or chosen.manipulate_layers or "all"
     with open_model_session(spec, BackendSpec("torch", device)) as session:
         family = session.geometry.family
@@ -470,7 +602,10 @@ def export_command(
     from rescore.export.onnx import PARTS, ExportSettings, export_onnx
     from rescore.models.registry import build_generator, build_predictor
 
+    from .atomic import clean_leftovers
+
     spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed, class_index)
+    clean_leftovers(out)
     result = export_onnx(
         build_generator(spec.generator, spec.options),
         [build_predictor(ref) for ref in spec.predictors],
@@ -513,6 +648,8 @@ def run(
 
     Example:  rescore run -o runs/bedroom --generator stylegan=w/g.pth -p places365=w/places365
     """
+    _finite("--distance", distance)
+    _at_least("--rescore-num", rescore_num, 2, " (a confidence interval needs K >= 2 latents)")
     spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed, class_index)
     summary = pipeline.run_all(
         RunDirectory(out),
@@ -525,6 +662,28 @@ def run(
     )
     _print_summary(summary)
     _print_outputs(RunDirectory(out))
+
+
+@app.command()
+@_user_errors
+def check(out: Out) -> None:
+    """Read every chunk of every store of a run; mark damaged chunks for recomputation.
+
+    Damaged chunks (checksum mismatch, unreadable, missing) get their ledger entries reset, so
+    rerunning the command that wrote the store (sample, rescore, project) recomputes exactly
+    them. Exits 1 when damage was found.
+
+    Example:  rescore check -o runs/bedroom && rescore sample -o runs/bedroom ...
+    """
+    from .check import check_run
+
+    reports = check_run(RunDirectory(out))
+    damaged = False
+    for report in reports:
+        typer.echo(report.describe())
+        damaged |= not report.ok
+    if damaged:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -27,3 +27,7 @@ class OutputError(RescoreError):
 
 class ExecutorError(RescoreError):
     """The distributed executor cannot run (Ray missing, bad worker count, cluster failure)."""
+
+
+class DamagedStoreError(StoreError):
+    """A store's chunk or metadata cannot be read back intact (checksum, codec, missing file)."""

@@ -79,7 +79,7 @@ def fit_boundaries(
         if selection.nonfinite:
             raise ScoreError(
                 f"semantic '{semantic}' has {selection.nonfinite} NaN/inf scores in {store.path}; "
-                f"check the predictor and resample"
+                f"fix the predictor, then sample into a new --out (or fit other semantics)"
             )
         top_scores = scores.oindex[np.sort(selection.top), column]
         bottom_scores = scores.oindex[np.sort(selection.bottom), column]

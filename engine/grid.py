@@ -15,6 +15,7 @@ from PIL import Image
 
 from rescore.export.session import ScoringSession
 
+from .atomic import atomic_path
 from .boundary import Boundary, boundary_stem
 from .errors import BoundaryError
 from .latents import Stream, latent_block
@@ -76,5 +77,6 @@ def manipulation_grid(
 def save_grid(image: np.ndarray, directory: Path, boundary: Boundary, layers_text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{boundary_stem(boundary.name)}_layers-{boundary_stem(layers_text)}.png"
-    Image.fromarray(image).save(path)
+    with atomic_path(path) as staged:
+        Image.fromarray(image).save(staged)
     return path

@@ -1,13 +1,16 @@
 """The output directory of a run: a documented, versioned interface other applications read.
 
-DIR/samples.zarr     sampled codes and scores              (rescore.samples, format 1)
+DIR/samples.zarr     sampled codes and scores              (rescore.samples, format 2)
 DIR/boundaries/      <semantic>.npy + <semantic>.json      (rescore.boundary, format 1)
-DIR/rescore.zarr     per-sample original / manipulated scores (rescore.rescore, format 1)
+DIR/rescore.zarr     per-sample original / manipulated scores (rescore.rescore, format 2)
 DIR/rescore.csv      boundary,layer,semantic,delta,stderr,ci_low,ci_high,k
 DIR/summary.json     peak layer per semantic               (rescore.summary, format 1)
 DIR/heatmap.png      layers x semantics, normalized per semantic (paper Fig. 3a)
 DIR/cross_effects.png  boundary x semantic Delta / own Delta (entanglement)
 DIR/projections.zarr   signed distance of every sample to every boundary (rescore project)
+
+Every file is written atomically (temporary sibling + rename); the stores carry crc32c checksums
+(`rescore check -o DIR` finds damaged chunks and marks them for recomputation).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import clean_leftovers
 from .errors import OutputError
 
 
@@ -65,6 +69,8 @@ class RunDirectory:
             probe = self.root / f".write-test-{uuid.uuid4().hex[:8]}"
             probe.write_bytes(b"")
             os.remove(probe)
+            clean_leftovers(self.root)  # what a killed earlier run left behind
+            clean_leftovers(self.boundaries)
         except OSError as error:
             raise OutputError(
                 f"cannot write to output directory {self.root} ({error.strerror or error}); "

@@ -6,6 +6,7 @@ Each step reads what the previous one wrote in the run directory, so they can ru
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from rescore.export.backends import BackendSpec
 
+from .atomic import atomic_path
 from .boundary import check_store, load_boundaries
 from .directions import sefa_step
 from .executor import LOCAL, ExecutorSpec, run_chunks
@@ -28,7 +30,7 @@ from .sample import (
     open_samples,
     sample_and_score,
 )
-from .spec import ModelSpec, open_model_session
+from .spec import ModelSpec, SpecOverride, open_model_session, spec_from_store
 from .stats import CiMethod, DeltaTable, delta_statistics
 from .store import ChunkedStore
 
@@ -98,14 +100,29 @@ def rescore_step(
     table = delta_statistics(
         rescored.store, accumulators=rescored.accumulators, ci_method=ci_method, seed=config.seed
     )
-    table.write_csv(run.table)
+    write_table(table, run.table)
     return table
 
 
-def report_step(run: RunDirectory, table: DeltaTable | None = None) -> dict[str, Any]:
-    """4. Write DIR/summary.json, DIR/heatmap.png and DIR/cross_effects.png."""
+def write_table(table: DeltaTable, path: Path) -> None:
+    """DIR/rescore.csv, written atomically."""
+    with atomic_path(path) as staged:
+        table.write_csv(staged)
+
+
+def report_step(
+    run: RunDirectory, table: DeltaTable | None = None, *, ci_method: CiMethod | None = None
+) -> dict[str, Any]:
+    """4. Write DIR/summary.json, DIR/heatmap.png and DIR/cross_effects.png (and, when the
+    table is recomputed here, DIR/rescore.csv), each atomically. Recomputed CIs use `ci_method`,
+    by default the one the previous summary names (normal when there is none)."""
     store = open_rescore(run.rescore_store)
-    table = table or delta_statistics(store)
+    run.ensure_writable()
+    if table is None:
+        method = ci_method or _previous_ci_method(run)
+        seed = int(store.meta["identity"].get("seed", 0))
+        table = delta_statistics(store, ci_method=method, seed=seed)
+        write_table(table, run.table)
     summary = summarize(
         table,
         distance=float(store.meta["identity"]["distance"]),
@@ -116,6 +133,15 @@ def report_step(run: RunDirectory, table: DeltaTable | None = None) -> dict[str,
     write_heatmap(table, run.heatmap)
     write_cross_effects(table, run.cross_effects)
     return summary
+
+
+def _previous_ci_method(run: RunDirectory) -> CiMethod:
+    """The CI method DIR/summary.json was written with; normal if it is missing or torn."""
+    try:
+        method = json.loads(run.summary.read_text(encoding="utf-8")).get("ci_method")
+    except (OSError, ValueError, AttributeError):
+        return "normal"
+    return method if method in ("normal", "bootstrap") else "normal"
 
 
 def run_all(
@@ -150,6 +176,8 @@ def unsupervised_step(
     return name_step(run, backend, config, [paths[0].parent], spec=spec, progress=progress)
 
 
-def model_spec_of(run: RunDirectory) -> ModelSpec:
-    """The models recorded in DIR/samples.zarr."""
-    return ModelSpec.from_sources(open_samples(run.samples).meta["sources"])
+def model_spec_of(run: RunDirectory, override: SpecOverride | None = None) -> ModelSpec:
+    """The models recorded in DIR/samples.zarr (built-in names only; plug-ins and changed
+    options come from `override`)."""
+    meta = open_samples(run.samples).meta
+    return spec_from_store(meta.get("sources"), override or SpecOverride())

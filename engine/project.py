@@ -9,6 +9,9 @@ of the fitted hyperplane a code lies.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +19,11 @@ import numpy as np
 from rescore.kernels.project import project
 
 from .boundary import Boundary
-from .errors import BoundaryError, ScoreError
+from .errors import BoundaryError, ScoreError, StoreMismatchError
 from .store import ArraySpec, ChunkedStore
 
 PROJECTIONS_KIND = "rescore.projections"
+log = logging.getLogger(__name__)
 
 
 def _offsets(boundaries: list[Boundary]) -> np.ndarray:
@@ -28,6 +32,13 @@ def _offsets(boundaries: list[Boundary]) -> np.ndarray:
         offset = b.metadata.get("offset", 0.0)
         rows.append(np.atleast_1d(np.asarray(offset, np.float32)))
     return np.stack(rows) if boundaries[0].space == "wp" else np.concatenate(rows)
+
+
+def boundary_digest(boundary: Boundary) -> str:
+    """SHA-256 of a boundary's normal and offset (what its distances depend on)."""
+    digest = hashlib.sha256(np.ascontiguousarray(boundary.normal, np.float32).tobytes())
+    digest.update(np.asarray(boundary.metadata.get("offset", 0.0), np.float64).tobytes())
+    return digest.hexdigest()
 
 
 def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Path) -> ChunkedStore:
@@ -51,20 +62,34 @@ def project_samples(samples: ChunkedStore, boundaries: list[Boundary], path: Pat
                 "distance_wp", (n, len(groups["wp"]), layers), ("sample", "boundary_wp", "layer")
             )
         )
-    identity = {"samples": samples.meta["identity"], "boundaries": [b.name for b in boundaries]}
-    store = ChunkedStore.create_or_resume(
-        path,
-        kind=PROJECTIONS_KIND,
-        identity=identity,
-        num_samples=n,
-        chunk_size=samples.chunk_size,
-        arrays=arrays,
-        attrs={
-            "boundary_names": [b.name for b in groups["w"]],
-            "boundary_wp_names": [b.name for b in groups["wp"]],
-            "boundary_z_names": [b.name for b in groups["z"]],
-        },
-    )
+    identity = {
+        "samples": samples.meta["identity"],
+        "boundaries": [  # digests too: a refit boundary of the same name is another boundary
+            {"name": b.name, "space": b.space, "sha256": boundary_digest(b)} for b in boundaries
+        ],
+    }
+
+    def create() -> ChunkedStore:
+        return ChunkedStore.create_or_resume(
+            path,
+            kind=PROJECTIONS_KIND,
+            identity=identity,
+            num_samples=n,
+            chunk_size=samples.chunk_size,
+            arrays=arrays,
+            attrs={
+                "boundary_names": [b.name for b in groups["w"]],
+                "boundary_wp_names": [b.name for b in groups["wp"]],
+                "boundary_z_names": [b.name for b in groups["z"]],
+            },
+        )
+
+    try:
+        store = create()
+    except StoreMismatchError:  # derived data of other boundaries (a refit) or other samples
+        log.warning("%s holds projections of other boundaries or samples; replacing it", path)
+        shutil.rmtree(path)
+        store = create()
     plans = [
         (space, name, np.concatenate([b.normal for b in groups[space]]), _offsets(groups[space]))
         for space, name in (("w", "distance"), ("wp", "distance_wp"), ("z", "distance_z"))

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_path, write_text_atomic
 from .stats import DeltaTable
 from .version import __version__
 
@@ -141,7 +142,7 @@ def _all_layers_entry(table: DeltaTable, m: int, s: int) -> dict[str, Any]:
 
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
-    path.write_text(json.dumps(summary, indent=2))
+    write_text_atomic(path, json.dumps(summary, indent=2))
 
 
 def _pyplot():
@@ -202,7 +203,8 @@ def write_heatmap(table: DeltaTable, path: Path) -> None:
     )
     figure.colorbar(image, ax=axes, fraction=0.04)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as staged:
+        figure.savefig(staged, dpi=110)
     plt.close(figure)
 
 
@@ -236,5 +238,6 @@ def write_cross_effects(table: DeltaTable, path: Path) -> None:
     )
     figure.colorbar(image, ax=axes, fraction=0.04)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with atomic_path(path) as staged:
+        figure.savefig(staged, dpi=110)
     plt.close(figure)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from rescore.export.backends import BackendSpec
 from rescore.export.session import ScoringSession
 
+from .errors import ScoreError
 from .latents import Stream, latent_block
 from .readers import SAMPLES_KIND, open_samples  # noqa: F401  (open_samples: re-exported)
 from .scoring import map_latents, score_codes, session_identity, session_record
@@ -119,7 +120,9 @@ def sample_chunk(
     z = latent_block(config.seed, Stream.SAMPLE, start, stop, geometry.z_dim)  # [n, Z]
     w = map_latents(session, z, config.batch_size)  # [n, D]
     wp = geometry.truncate(w)  # [n, L, D]
-    values = {"z": z, "w": w, "scores": score_codes(session, wp, config.batch_size)}
+    scores = score_codes(session, wp, config.batch_size)  # [n, S]
+    check_score_columns(scores, session.semantic_names, index)
+    values = {"z": z, "w": w, "scores": scores}
     if config.save_wp:
         values["wp"] = wp
     store.write_chunk(index, values)
@@ -144,3 +147,17 @@ class SampleWorker:
             return sum(sample_chunk(session, store, self.config, c) for c in chunks)
 
         return work
+
+
+def check_score_columns(scores: np.ndarray, names: Sequence[str], chunk: int) -> None:
+    """Refuse a chunk in which a semantic's scores are all NaN/inf: the predictor is broken for
+    it, and writing the chunk would only defer the failure to `fit`. (Scattered NaNs are kept:
+    `fit` counts and reports them.)"""
+    broken = ~np.isfinite(scores).any(axis=0)  # [S]
+    if scores.shape[0] and broken.any():
+        bad = [names[i] for i in np.flatnonzero(broken)]
+        raise ScoreError(
+            f"the predictor returned only NaN/inf for semantic(s) {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''} on all {scores.shape[0]} images of chunk {chunk}; "
+            f"fix the predictor (nothing was written for this chunk)"
+        )

@@ -7,8 +7,14 @@ read-modify-write, several writers can own disjoint chunks. After a unit's array
 `ledger` entry of that unit (its own Zarr chunk) is set to 1; a unit is complete iff its entry is 1.
 Killing a writer loses at most the units in flight.
 
+Every array's codec pipeline ends in Zarr v3's ``crc32c`` checksum (format version 2), and every
+chunk is written even when it holds only fill values, so a truncated, altered or deleted chunk is
+detected on read (`DamagedStoreError`, naming the store, array and chunk) and by `rescore check`,
+which marks the damaged units pending again. Format 1 stores (no checksums) are still read and
+resumed; damage in them is not detectable.
+
 Group attributes, key ``rescore``:
-    format          "rescore.samples" | "rescore.rescore"
+    format          "rescore.samples" | "rescore.rescore" | "rescore.projections"
     format_version  integer, bumped on any incompatible layout change
     identity        everything that determines the stored values (model, checkpoint digests,
                     predictors, seed, sizes, backend, precision, ...); a rerun with another
@@ -18,24 +24,56 @@ Group attributes, key ``rescore``:
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from .errors import StoreError, StoreMismatchError
+from .errors import DamagedStoreError, StoreError, StoreMismatchError
 from .version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: crc32c on every chunk, empty chunks written (1: neither; still read)
+READABLE_VERSIONS = (1, 2)
 LEDGER = "ledger"
 _ATTR = "rescore"
+log = logging.getLogger(__name__)
+# Attributes every store has, and the types of optional ones readers rely on.
+_REQUIRED = {
+    "format": str,
+    "format_version": int,
+    "identity": dict,
+    "num_samples": int,
+    "chunk_size": int,
+}
+_OPTIONAL = {
+    "rescore_version": str,
+    "finished": dict,
+    "semantic_names": list,
+    "sources": dict,
+    "session": dict,
+    "boundary_names": list,
+    "boundary_wp_names": list,
+    "layer_labels": list,
+}
+
+
+def _array_options() -> dict[str, Any]:
+    """Codecs of every array a store creates: zstd, then a crc32c checksum of the chunk."""
+    return {
+        "compressors": (ZstdCodec(level=0), Crc32cCodec()),
+        "config": {"write_empty_chunks": True},  # creation only; writers: `_for_writing`
+    }
 
 
 @dataclass(frozen=True)
@@ -58,6 +96,7 @@ class ChunkedStore:
         meta = dict(group.attrs).get(_ATTR)
         if not isinstance(meta, dict) or "format" not in meta:
             raise StoreError(f"{path} is not a rescore store (no '{_ATTR}' attributes)")
+        _check_meta(path, meta)
         self.meta: dict[str, Any] = meta
         self.num_samples = int(meta["num_samples"])
         self.chunk_size = int(meta["chunk_size"])
@@ -88,6 +127,7 @@ class ChunkedStore:
         if path.exists():
             store = cls.open(path, kind=kind)
             store._check_identity(identity)
+            store._requeue_missing()
             return store
         if num_samples <= 0 or chunk_size <= 0:
             raise StoreError(
@@ -107,16 +147,19 @@ class ChunkedStore:
                     dtype=spec.dtype,
                     dimension_names=spec.dims,
                     fill_value=np.nan if spec.dtype.startswith("float") else 0,
+                    **_array_options(),
                 )
             for name, (data, dims) in static.items():
-                group.create_array(name, data=np.asarray(data), dimension_names=dims)
+                group.create_array(
+                    name, data=np.asarray(data), dimension_names=dims, **_array_options()
+                )
             group.create_array(
                 LEDGER,
-                shape=(num_chunks,),
+                data=np.zeros(num_chunks, np.uint8),
                 chunks=(1,),
-                dtype="uint8",
                 fill_value=0,
                 dimension_names=("chunk",),
+                **_array_options(),
             )
             group.attrs[_ATTR] = _normalize(
                 {
@@ -132,8 +175,12 @@ class ChunkedStore:
             os.replace(staging, path)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if path.exists():  # another process created it meanwhile: use theirs if it fits
+                store = cls.open(path, kind=kind)
+                store._check_identity(identity)
+                return store
             raise StoreError(
-                f"cannot create store {path} ({error}); choose a writable --out"
+                f"cannot create store {path} ({_reason(error)}); {_fix(error)}"
             ) from error
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -153,12 +200,24 @@ class ChunkedStore:
         store = cls(path, group)
         if store.meta.get("format") != kind:
             raise StoreError(f"{path} holds a '{store.meta.get('format')}' store, not '{kind}'")
-        if store.meta.get("format_version") != FORMAT_VERSION:
+        if store.meta.get("format_version") not in READABLE_VERSIONS:
             raise StoreError(
                 f"{path} has format version {store.meta.get('format_version')}, this rescore "
-                f"reads {FORMAT_VERSION}; re-create it with this version"
+                f"reads {', '.join(map(str, READABLE_VERSIONS))}; re-create it with this version"
             )
         return store
+
+    def _requeue_missing(self) -> None:
+        """A writer resuming a store redoes completed units whose chunk files are gone."""
+        missing = self.missing_chunk_files()
+        if missing:
+            log.warning(
+                "%s: chunk files of %d completed unit(s) are missing (%s); recomputing them",
+                self.path,
+                len(missing),
+                ", ".join(map(str, missing[:8])),
+            )
+            self.mark_pending(missing)
 
     def _check_identity(self, identity: dict[str, Any]) -> None:
         stored = self.meta.get("identity", {})
@@ -184,7 +243,17 @@ class ChunkedStore:
 
     def completed(self) -> np.ndarray:
         """bool [num_chunks]: which chunks are complete."""
-        return self.group[LEDGER][:].astype(bool)
+        ledger = self.array(LEDGER)[:]
+        if ledger.shape != (self.num_chunks,):
+            raise DamagedStoreError(
+                f"{self.path}: the ledger has {ledger.shape} entries for {self.num_chunks} chunks; "
+                f"the store is damaged, remove it and rerun the command that wrote it"
+            )
+        return ledger.astype(bool)
+
+    def completed_chunks(self) -> list[int]:
+        """Complete chunks, in order."""
+        return [int(i) for i in np.flatnonzero(self.completed())]
 
     def pending_chunks(self) -> list[int]:
         """Chunks not yet complete, in order."""
@@ -202,7 +271,15 @@ class ChunkedStore:
         self.meta = meta
 
     def require_complete(self, what: str) -> None:
-        """Raise if the writer has not finished (a reader must not use a partial store)."""
+        """Raise if the writer has not finished (a reader must not use a partial store) or a
+        completed unit's chunk file is missing."""
+        missing = self.missing_chunk_files()
+        if missing:
+            raise DamagedStoreError(
+                f"{self.path}: chunk files of {len(missing)} completed unit(s) are missing "
+                f"(chunks {', '.join(map(str, missing[:8]))}); run `rescore check -o "
+                f"{self.path.parent}`, then rerun the command that wrote the store"
+            )
         pending = self.pending_chunks()
         if pending and "finished" not in self.meta:
             raise StoreError(
@@ -213,27 +290,192 @@ class ChunkedStore:
     def write_chunk(self, chunk: int, values: Mapping[str, np.ndarray]) -> None:
         """Write one chunk's rows of each named array, then mark the chunk complete."""
         start, stop = self.chunk_range(chunk)
-        for name, data in values.items():
-            array = self.group[name]
-            if data.shape[0] != stop - start or tuple(data.shape[1:]) != tuple(array.shape[1:]):
-                raise ValueError(
-                    f"chunk {chunk} of '{name}': got {data.shape}, expected "
-                    f"({stop - start}, {', '.join(map(str, array.shape[1:]))})"
-                )
-            array[start:stop] = data
-        self.group[LEDGER][chunk] = 1
-
-    def array(self, name: str) -> zarr.Array:
-        """A data array of the store by name."""
-        if name not in self.group:
+        try:
+            for name, data in values.items():
+                array = self._for_writing(name)
+                if data.shape[0] != stop - start or tuple(data.shape[1:]) != tuple(array.shape[1:]):
+                    raise ValueError(
+                        f"chunk {chunk} of '{name}': got {data.shape}, expected "
+                        f"({stop - start}, {', '.join(map(str, array.shape[1:]))})"
+                    )
+                array[start:stop] = data
+            self._for_writing(LEDGER)[chunk] = 1
+        except OSError as error:  # the ledger entry stays 0: a rerun redoes this chunk
             raise StoreError(
-                f"{self.path} has no array '{name}' (has: "
-                f"{', '.join(sorted(self.group.array_keys()))})"
+                f"cannot write chunk {chunk} of {self.path} ({_reason(error)}); {_fix(error)}"
+            ) from error
+
+    def sample_arrays(self) -> list[str]:
+        """Names of the arrays chunked along `sample` (written unit by unit), ledger excluded."""
+        names = []
+        for name in self.array_names():
+            if name == LEDGER:
+                continue
+            dims = self.array(name).metadata.dimension_names or ()
+            if dims and dims[0] == "sample":
+                names.append(name)
+        return names
+
+    def missing_chunk_files(self, chunks: list[int] | None = None) -> list[int]:
+        """Units (`chunks`, default: the completed ones) with a chunk file missing on disk.
+
+        Format 2 writes every chunk, so a missing file is damage (a deleted file would otherwise
+        read back as fill values). Format 1 stores skipped all-fill chunks: nothing is reported.
+        """
+        if self.meta.get("format_version", 1) < 2:
+            return []
+        wanted = self.completed_chunks() if chunks is None else chunks
+        missing = []
+        arrays = [self.array(name).zarr for name in self.sample_arrays()]
+        for chunk in wanted:
+            for array in arrays:
+                grid = [range(n) for n in array.cdata_shape[1:]]
+                keys = (array.metadata.encode_chunk_key((chunk, *rest)) for rest in product(*grid))
+                directory = self.path / array.basename
+                if not all((directory / key).is_file() for key in keys):
+                    missing.append(chunk)
+                    break
+        return missing
+
+    def _for_writing(self, name: str) -> zarr.Array:
+        """Array `name` opened so that chunks holding only fill values are written too (a
+        runtime setting, not stored: format 2 relies on every chunk file existing)."""
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            return self.group[name]
+
+    def mark_pending(self, chunks: list[int]) -> None:
+        """Set the ledger entries of `chunks` to 0 (damaged units to recompute) and drop the
+        writer's `finished` record, so readers wait for the rerun."""
+        ledger = self._for_writing(LEDGER)
+        for chunk in chunks:
+            ledger[chunk] = 0
+        meta = dict(self.group.attrs[_ATTR])
+        meta.pop("finished", None)
+        self.group.attrs[_ATTR] = meta
+        self.meta = meta
+
+    def array(self, name: str) -> CheckedArray:
+        """A data array of the store by name; reads of damaged chunks raise `DamagedStoreError`."""
+        try:
+            present = name in self.group
+            array = self.group[name] if present else None
+        except Exception as error:  # a corrupt zarr.json: zarr raises several types
+            raise DamagedStoreError(
+                f"{self.path}: the metadata of array '{name}' is unreadable ({_short_error(error)})"
+                f"; the store is damaged, remove it and rerun the command that wrote it"
+            ) from error
+        if array is None:
+            raise StoreError(
+                f"{self.path} has no array '{name}' (has: {', '.join(self.array_names())})"
             )
-        return self.group[name]
+        return CheckedArray(self, name, array)
 
     def has(self, name: str) -> bool:
-        return name in self.group
+        return name in self.array_names()
+
+    def array_names(self) -> list[str]:
+        """Names of the store's arrays (the ledger included), sorted."""
+        try:
+            return sorted(self.group.array_keys())
+        except Exception as error:  # a member's zarr.json is corrupt
+            raise DamagedStoreError(
+                f"{self.path}: the metadata of an array is unreadable ({_short_error(error)}); "
+                f"the store is damaged, remove it and rerun the command that wrote it"
+            ) from error
+
+
+class CheckedArray:
+    """A store's Zarr array whose reads turn a damaged chunk into a `DamagedStoreError` that
+    names the store, the array and the chunk. Other attributes (shape, dtype, chunks, ...) are
+    the Zarr array's."""
+
+    def __init__(self, store: ChunkedStore, name: str, array: zarr.Array) -> None:
+        self._store, self._name, self.zarr = store, name, array
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.zarr, attribute)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._read(lambda: self.zarr[key], key)
+
+    @property
+    def oindex(self) -> _CheckedIndexer:
+        return _CheckedIndexer(self, self.zarr.oindex)
+
+    def _read(self, read: Any, key: Any) -> Any:
+        try:
+            return read()
+        except Exception as error:  # codec errors: crc32c mismatch, zstd, short buffers, ...
+            raise DamagedStoreError(
+                f"{self._store.path}: array '{self._name}' is damaged in {self._where(key)} "
+                f"({_short_error(error)}); run `rescore check -o "
+                f"{self._store.path.parent}` to mark it for recomputation, then rerun"
+            ) from error
+
+    def _where(self, key: Any) -> str:
+        """Which chunk(s) along the first axis a failed read touched: the damaged ones when
+        they can be found by reading chunk by chunk."""
+        first = key[0] if isinstance(key, tuple) and key else key
+        if not self.zarr.ndim:
+            return "its only chunk"
+        rows, length = self.zarr.chunks[0], self.zarr.shape[0]
+        if isinstance(first, int | np.integer):
+            return f"chunk {int(first) % length // rows}"
+        if not isinstance(first, slice):
+            return "a chunk"
+        start, stop, _ = first.indices(length)
+        chunks = range(start // rows, max(start, stop - 1) // rows + 1)
+        bad = [c for c in chunks if not self._chunk_readable(c)] or list(chunks)
+        return f"chunk {bad[0]}" if len(bad) == 1 else f"chunks {', '.join(map(str, bad))}"
+
+    def _chunk_readable(self, chunk: int) -> bool:
+        rows = self.zarr.chunks[0]
+        try:
+            self.zarr[chunk * rows : (chunk + 1) * rows]
+        except Exception:  # the damage being located
+            return False
+        return True
+
+
+class _CheckedIndexer:
+    def __init__(self, array: CheckedArray, indexer: Any) -> None:
+        self._array, self._indexer = array, indexer
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._array._read(lambda: self._indexer[key], key)
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse attributes with missing or mistyped keys (hand-edited or damaged). Unknown keys
+    are left alone (newer writers may add some); readers validate the entries they use."""
+    for key, kind in _REQUIRED.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise StoreError(
+                f"{path}: attribute '{key}' is missing or not {kind.__name__}; the store's "
+                f"metadata is damaged, remove it and rerun the command that wrote it"
+            )
+    wrong = [k for k, kind in _OPTIONAL.items() if k in meta and not isinstance(meta[k], kind)]
+    if wrong or meta["num_samples"] <= 0 or meta["chunk_size"] <= 0:
+        raise StoreError(
+            f"{path}: attribute(s) {', '.join(wrong) or 'num_samples/chunk_size'} have the wrong "
+            f"type or value; the store's metadata is damaged, remove it and rerun"
+        )
+
+
+def _reason(error: OSError) -> str:
+    return f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+
+
+def _fix(error: OSError) -> str:
+    """What to do about an OSError while writing a store."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space and rerun the same command to resume (finished chunks are kept)"
+    return "choose a writable --out, or fix its permissions, and rerun the same command"
+
+
+def _short_error(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".splitlines()[0]
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _normalize(value: Any) -> Any:

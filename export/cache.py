@@ -5,9 +5,10 @@ Two kinds of entries, both rebuilt rather than trusted when anything in their ke
                   forward), export settings, rescore and torch versions  (see `graphs.py`)
     engines       key: `EngineKey` (ONNX digest, TensorRT version, GPU name and compute
                   capability, precision, batch profile); `EngineCache` stores and checks them
-An engine whose recorded key differs from the one asked for (stale or foreign) is rebuilt, never
-loaded; an entry that cannot be read back intact raises `CorruptCacheError` naming the files to
-delete. Nothing here needs a GPU: keys are plain data, and the build step is a callable.
+An entry whose recorded key differs from the one asked for (stale or foreign), or that cannot be
+read back intact (corrupt), is rebuilt, never loaded. Temporary files and export scratch
+directories a killed process left behind are removed on the next use (`clean_cache_leftovers`).
+Nothing here needs a GPU: keys are plain data, and the build step is a callable.
 """
 
 from __future__ import annotations
@@ -186,8 +187,13 @@ class EngineCache:
         return engine
 
     def get_or_build(self, key: EngineKey, build: Callable[[], bytes]) -> bytes:
-        """The cached engine for `key`, or `build()`'s result, stored for next time."""
-        blob = self.load(key)
+        """The cached engine for `key`, or `build()`'s result, stored for next time. A corrupt
+        entry is rebuilt (and replaced)."""
+        try:
+            blob = self.load(key)
+        except CorruptCacheError as error:
+            log.warning("%s; rebuilding it", str(error).split(";")[0])
+            blob = None
         if blob is None:
             log.info(
                 "building TensorRT engine %s (%s, batch profile %s)",
@@ -213,3 +219,29 @@ def _write_atomic(path: Path, data: bytes) -> None:
     staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     staged.write_bytes(data)
     os.replace(staged, path)
+
+
+def discard_graph(path: Path) -> None:
+    """Remove a cached graph, its sidecar and its external data (before exporting it again)."""
+    side = path.with_suffix(".json")
+    names: list = []
+    try:
+        names = list(json.loads(side.read_text(encoding="utf-8")).get("external_data", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    for name in names:
+        if isinstance(name, str) and name and Path(name).name == name and name not in (".", ".."):
+            (path.parent / name).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    side.unlink(missing_ok=True)
+
+
+def clean_cache_leftovers(cache_dir: Path | None) -> None:
+    """Remove stale temporary files and export scratch directories from the cache (what a killed
+    export or engine build left); entries in use by a running process are younger and kept."""
+    from rescore.engine.atomic import clean_leftovers
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    for directory in (root / "engines", *sorted((root / "onnx").glob("*"))):
+        if directory.is_dir():
+            clean_leftovers(directory)

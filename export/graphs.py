@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rescore.models.base import Generator, Predictor
 
-from .cache import CorruptCacheError, graph_cache_key, model_digest
+from .cache import CorruptCacheError, discard_graph, graph_cache_key, model_digest
 from .onnx import ExportedGraph, ExportError, ExportSettings, export_part, file_digest, read_sidecar
 
 log = logging.getLogger(__name__)
@@ -73,9 +73,21 @@ class GraphFiles:
             if self._export is None:
                 raise ExportError(
                     f"{self.directory} holds no {name}.onnx; export it with "
-                    f"`rescore export --parts {name}` or drop --onnx-dir"
+                    f"`rescore export --part {name}` or drop --onnx-dir"
                 )
             self._export(name)
+        if self._export is None:
+            return self._checked(path)
+        try:  # a cache entry: a corrupt or foreign one is simply rebuilt
+            return self._checked(path)
+        except (ExportError, CorruptCacheError) as error:
+            log.warning("cached %s graph is unusable (%s); exporting it again", name, error)
+            discard_graph(path)
+            self._export(name)
+            return self._checked(path)
+
+    def _checked(self, path: Path) -> ExportedGraph:
+        """The graph at `path` if its sidecar names these models and its bytes are intact."""
         graph = read_sidecar(path)
         if graph.meta.get("model_digest") != self.model_digest:
             raise ExportError(
@@ -85,6 +97,6 @@ class GraphFiles:
         if file_digest(path, graph.meta.get("external_data", ())) != graph.meta["onnx_sha256"]:
             raise CorruptCacheError(
                 f"{path} no longer matches the digest its sidecar recorded (truncated or "
-                f"altered); delete {self.directory} to export it again"
+                f"altered); export it again with `rescore export` or drop --onnx-dir"
             )
         return graph

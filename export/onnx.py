@@ -310,7 +310,65 @@ def read_sidecar(path: Path) -> ExportedGraph:
             f"{side} has sidecar format {meta.get('format_version')}, this rescore reads "
             f"{SIDECAR_VERSION}; export again with this version"
         )
+    _check_sidecar(path, side, meta)
     return ExportedGraph(path, meta)
+
+
+# part file stem -> (input name, output name) that `export_part` writes
+_PART_IO = {"mapping": ("z", "w"), "synthesis": ("wp", "images"), "fused": ("wp", "scores")}
+
+
+def _check_sidecar(path: Path, side: Path, meta: dict[str, Any]) -> None:
+    """Refuse sidecars with missing keys, another part's graph, or unsafe external data names."""
+    fix = "export again with `rescore export`"
+    missing = [
+        key
+        for key, kind in (
+            ("file", str),
+            ("external_data", list),
+            ("inputs", list),
+            ("outputs", list),
+            ("onnx_sha256", str),
+        )
+        if not isinstance(meta.get(key), kind)
+    ]
+    if missing:
+        raise ExportError(f"sidecar {side} lacks {', '.join(missing)}; {fix}")
+    if meta["file"] != path.name:
+        raise ExportError(
+            f"sidecar {side} describes {meta['file']}, not {path.name} (files swapped?); {fix}"
+        )
+    for entries in (meta["inputs"], meta["outputs"]):
+        if len(entries) != 1 or not isinstance(entries[0], dict) or "name" not in entries[0]:
+            raise ExportError(f"sidecar {side} must list one input and one output; {fix}")
+    stem = path.stem
+    expected = _PART_IO.get(stem, ("images", "scores") if stem.startswith("predictor_") else None)
+    names = (meta["inputs"][0]["name"], meta["outputs"][0]["name"])
+    if expected is not None and names != expected:
+        raise ExportError(
+            f"{path.name} takes {names[0]} -> {names[1]}, expected {expected[0]} -> "
+            f"{expected[1]} for the {stem} part (another part's graph?); {fix}"
+        )
+    for name in meta["external_data"]:
+        external_data_path(path, name)
+
+
+def external_data_path(path: Path, name: object) -> Path:
+    """The external data file `name` of graph `path`: a plain file name in the graph's own
+    directory. Anything else (``../../etc/passwd``, absolute paths, sub-directories) is refused,
+    so a sidecar can never make rescore read or hash files elsewhere."""
+    if (
+        not isinstance(name, str)
+        or name in ("", ".", "..")
+        or Path(name).name != name
+        or "/" in name
+        or "\\" in name
+    ):
+        raise ExportError(
+            f"sidecar of {path} names external data {name!r} outside the graph's directory; "
+            f"external data must be a file beside the graph (export again)"
+        )
+    return Path(path).parent / name
 
 
 def sidecar_path(path: Path) -> Path:
@@ -323,7 +381,7 @@ def file_digest(path: Path, external_data: Sequence[str] = ()) -> str:
     path = Path(path)
     digest = hashlib.sha256(sha256_file(path).encode())
     for name in sorted(external_data):
-        data = path.parent / name
+        data = external_data_path(path, name)
         digest.update(sha256_file(data).encode() if data.is_file() else b"missing")
     return digest.hexdigest()
 

@@ -245,17 +245,33 @@ PREDICTORS: dict[str, PredictorFactory] = {
 def build_generator(ref: ModelRef, options: GeneratorOptions = GeneratorOptions()) -> Generator:
     """Build the generator `ref` names, in eval mode, and check it follows the protocol."""
     factory = _resolve(ref.name, GENERATORS, kind="generator")
-    model = factory(ref.path, options).eval()
+    model = _call_factory(factory, ref, "generator", ref.path, options)
     _check_protocol(model, Generator, ref, ("map", "synthesize", "truncation_coefficients"))
-    return model
+    return model.eval()
 
 
 def build_predictor(ref: ModelRef) -> Predictor:
     """Build the predictor `ref` names, in eval mode, and check it follows the protocol."""
     factory = _resolve(ref.name, PREDICTORS, kind="predictor")
-    model = factory(ref.path).eval()
+    model = _call_factory(factory, ref, "predictor", ref.path)
     _check_protocol(model, Predictor, ref, ("semantic_names",))
-    return model
+    return model.eval()
+
+
+def _call_factory(factory: Callable, ref: ModelRef, kind: str, *args: object) -> nn.Module:
+    """Call a factory; a plug-in's own exceptions become one `RescoreError` naming it."""
+    if ref.name in GENERATORS or ref.name in PREDICTORS:
+        return factory(*args)  # built-ins raise RescoreErrors themselves
+    try:
+        return factory(*args)
+    except RescoreError:
+        raise
+    except Exception as error:  # user code: any failure is the plug-in's
+        text = (str(error).strip().splitlines() or [""])[0][:160]
+        raise RescoreError(
+            f"the {kind} factory '{ref.name}' raised {type(error).__name__} ({text}); fix the "
+            f"factory (it is called as factory(path{', options' if kind == 'generator' else ''}))"
+        ) from error
 
 
 def _resolve(name: str, table: dict, *, kind: str) -> Callable:
@@ -265,7 +281,7 @@ def _resolve(name: str, table: dict, *, kind: str) -> Callable:
         module_name, _, attribute = name.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as error:
+        except Exception as error:  # ImportError, or the module itself failing on import
             raise UnknownNameError(
                 f"cannot import module '{module_name}' for {kind} '{name}' ({error}); "
                 f"check that the package is installed and the path is package.module:factory"
@@ -285,10 +301,16 @@ def _resolve(name: str, table: dict, *, kind: str) -> Callable:
     )
 
 
-def _check_protocol(model: nn.Module, protocol: type, ref: ModelRef, needed: tuple) -> None:
+def _check_protocol(model: object, protocol: type, ref: ModelRef, needed: tuple) -> None:
+    if not isinstance(model, nn.Module):
+        raise RescoreError(
+            f"'{ref.name}' returned {type(model).__name__}, not a torch.nn.Module following the "
+            f"{protocol.__name__} protocol; make the factory return the model (see "
+            f"rescore.models.base)"
+        )
     missing = [attr for attr in needed if not hasattr(model, attr)]
-    if missing or not isinstance(model, nn.Module):
+    if missing:
         raise RescoreError(
             f"'{ref.name}' did not build a torch.nn.Module following the {protocol.__name__} "
-            f"protocol (missing: {', '.join(missing) or 'nn.Module base'}); see rescore.models.base"
+            f"protocol (missing: {', '.join(missing)}); see rescore.models.base"
         )

@@ -23,7 +23,19 @@ def _fails(args, match):
 
 @pytest.mark.parametrize(
     "command",
-    ["sample", "fit", "rescore", "report", "run", "demo", "export", "grid", "condition", "project"],
+    [
+        "sample",
+        "fit",
+        "rescore",
+        "report",
+        "run",
+        "demo",
+        "export",
+        "grid",
+        "condition",
+        "project",
+        "check",
+    ],
 )
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [command, "--help"])
@@ -107,12 +119,12 @@ def test_boundary_of_another_model_is_refused(tmp_path):
     assert runner.invoke(app, ["sample", "-o", out, *TOY, "-n", "40", "-q"]).exit_code == 0
     np.save(tmp_path / "wide_boundary.npy", np.ones((1, 7), np.float32) / np.sqrt(7))
     _fails(
-        ["rescore", "-o", out, "-b", str(tmp_path / "wide_boundary.npy"), "-n", "4", "-q"],
+        ["rescore", "-o", out, *TOY, "-b", str(tmp_path / "wide_boundary.npy"), "-n", "4", "-q"],
         "dimension 7",
     )
     np.save(tmp_path / "layers_boundary.npy", np.ones((1, 9, 6), np.float32) / np.sqrt(6))
     _fails(
-        ["rescore", "-o", out, "-b", str(tmp_path / "layers_boundary.npy"), "-n", "4", "-q"],
+        ["rescore", "-o", out, *TOY, "-b", str(tmp_path / "layers_boundary.npy"), "-n", "4", "-q"],
         "9 layers",
     )
     assert not (tmp_path / "r" / "rescore.zarr").exists()

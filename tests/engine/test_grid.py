@@ -32,6 +32,7 @@ def test_grid_renders_rows_of_latents_and_columns_of_distances(tmp_path):
             "grid",
             "-o",
             out,
+            *toy,
             "-b",
             f"{out}/boundaries/red.npy",
             "--layers",

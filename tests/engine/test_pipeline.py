@@ -77,7 +77,11 @@ def test_rescore_delta_matches_stored_scores_and_finds_the_driving_layer(tmp_pat
     sample_step(run, SPEC, CPU, SampleConfig(600, 0, 200), progress=False)
     fit_step(run, FitConfig(chosen_num=100, semantics=("red", "green", "blue")), progress=False)
     table = rescore_step(
-        run, CPU, RescoreConfig(num_latents=90, chunk_size=40, batch_size=17), progress=False
+        run,
+        CPU,
+        RescoreConfig(num_latents=90, chunk_size=40, batch_size=17),
+        spec=SPEC,
+        progress=False,
     )
     summary = report_step(run, table)
     # Delta recomputed from the stored per-sample scores equals the engine's
@@ -106,7 +110,7 @@ def test_adaptive_k_stops_when_the_target_is_met_and_not_before(tmp_path):
     fit_step(run, FitConfig(chosen_num=100, semantics=("red", "blue")), progress=False)
     target = CiTarget(0.03, ("red", "blue"))
     config = RescoreConfig(num_latents=2000, chunk_size=20, batch_size=64, target=target)
-    table = rescore_step(run, CPU, config, progress=False)
+    table = rescore_step(run, CPU, config, spec=SPEC, progress=False)
     store = open_rescore(run.rescore_store)
     assert store.meta["finished"]["reason"] == "target_met"
     active = store.array("active")[:].astype(bool)
@@ -163,7 +167,7 @@ def test_bootstrap_intervals_are_seeded_and_bracket_delta(tmp_path):
     run = RunDirectory(tmp_path / "run")
     sample_step(run, SPEC, CPU, SampleConfig(400, 0, 200), progress=False)
     fit_step(run, FitConfig(chosen_num=80, semantics=("red",)), progress=False)
-    rescore_step(run, CPU, RescoreConfig(num_latents=120, chunk_size=60), progress=False)
+    rescore_step(run, CPU, RescoreConfig(num_latents=120, chunk_size=60), spec=SPEC, progress=False)
     store = open_rescore(run.rescore_store)
     first = delta_statistics(store, ci_method="bootstrap", resamples=400, seed=3)
     again = delta_statistics(store, ci_method="bootstrap", resamples=400, seed=3)
