@@ -49,7 +49,7 @@ def rescore_step(
     *,
     boundary_paths: list[Path] | None = None,
     spec: ModelSpec | None = None,
-    ci_method: CiMethod = "normal",
+    ci_method: CiMethod | None = None,
     progress: bool = True,
 ) -> DeltaTable:
     """3. Rescore the boundaries on fresh latents into DIR/rescore.zarr and DIR/rescore.csv.
@@ -67,7 +67,12 @@ def rescore_step(
             session, spec, boundaries, run.rescore_store, config, progress=progress
         )
     table = delta_statistics(
-        rescored.store, accumulators=rescored.accumulators, ci_method=ci_method, seed=config.seed
+        rescored.store,
+        accumulators=rescored.accumulators,
+        sequences=rescored.sequences,
+        ci_method=ci_method or config.ci_method,
+        resamples=config.resamples,
+        seed=config.seed,
     )
     table.write_csv(run.table)
     return table

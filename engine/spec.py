@@ -14,6 +14,7 @@ from typing import Any
 from rescore.export.backends import BackendSpec, open_session
 from rescore.export.session import ScoringSession
 from rescore.models.errors import CheckpointError
+from rescore.models.fused import predictor_ranges
 from rescore.models.registry import (
     GeneratorOptions,
     ModelRef,
@@ -71,7 +72,10 @@ def open_model_session(spec: ModelSpec, backend: BackendSpec) -> ScoringSession:
     """Build the models of `spec` and open a scoring session on `backend`."""
     generator = build_generator(spec.generator, spec.options)
     predictors = [build_predictor(ref) for ref in spec.predictors]
-    return open_session(generator, predictors, backend)
+    session = open_session(generator, predictors, backend)
+    # every backend scores the same semantics: their declared ranges come from the predictors
+    session.semantic_ranges = tuple(r for p in predictors for r in predictor_ranges(p))
+    return session
 
 
 def path_or_none(text: str | None) -> Path | None:

@@ -3,6 +3,11 @@
     wp [B, L, D] -> generator.synthesize -> images [B, 3, H, W] -> every predictor -> scores [B, S]
 
 This is what every backend runs (torch eager directly; ONNX / TensorRT after export).
+
+Score ranges: a predictor may declare `score_range = (lo, hi)` (every semantic) or
+`score_ranges` (one `(lo, hi)` or None per semantic; wins over `score_range`). A declared range
+must be a hard bound of the scores: the statistics then use finite-sample intervals for bounded
+gains (`rescore.engine.intervals`). Undeclared: None (normal intervals, flagged when unreliable).
 """
 
 from __future__ import annotations
@@ -34,8 +39,36 @@ class ScoringPass(nn.Module):
                 f"use predictors whose semantic names are distinct"
             )
         self.semantic_names: tuple[str, ...] = names
+        self.semantic_ranges: tuple[tuple[float, float] | None, ...] = tuple(
+            r for p in predictors for r in predictor_ranges(p)
+        )
 
     def forward(self, wp: torch.Tensor) -> torch.Tensor:
         """wp [B, L, D] -> scores [B, S] (float32)."""
         images = self.generator.synthesize(wp)  # [B, 3, H, W]
         return torch.cat([predictor(images).float() for predictor in self.predictors], dim=1)
+
+
+def predictor_ranges(predictor: Predictor) -> tuple[tuple[float, float] | None, ...]:
+    """The declared score range of each of a predictor's semantics (None: not declared)."""
+    names = tuple(predictor.semantic_names)
+    per_semantic = getattr(predictor, "score_ranges", None)
+    if per_semantic is None:
+        per_semantic = (getattr(predictor, "score_range", None),) * len(names)
+    if len(per_semantic) != len(names):
+        raise RescoreError(
+            f"{type(predictor).__name__}.score_ranges has {len(per_semantic)} entries for "
+            f"{len(names)} semantics; give one (lo, hi) or None per semantic"
+        )
+    ranges = []
+    for name, declared in zip(names, per_semantic, strict=True):
+        if declared is None:
+            ranges.append(None)
+            continue
+        low, high = (float(v) for v in declared)
+        if not low < high:
+            raise RescoreError(
+                f"score range of '{name}' is ({low}, {high}); declare (lo, hi) with lo < hi"
+            )
+        ranges.append((low, high))
+    return tuple(ranges)

@@ -26,7 +26,7 @@ def test_sample_and_rescore_on_onnxruntime_match_torch_and_record_the_backend(
         if name in ("horizon", "lighting")
     ]
     sample = SampleConfig(num_samples=24, seed=1, chunk_size=12, batch_size=8)
-    rescore = RescoreConfig(num_latents=6, seed=2, chunk_size=6, batch_size=16)
+    rescore = RescoreConfig(num_latents=6, seed=2, chunk_size=6, batch_size=6)
     stores = {}
     for backend in ("torch", "onnxruntime"):
         spec = BackendSpec(backend, "cpu", onnx_dir=synthetic_export.directory)
