@@ -5,13 +5,17 @@ gain also lies in [0, R] with R = hi - lo, and finite-sample bounds for a bounde
 stay valid for zero-inflated gains and small K, where the normal approximation collapses to [0, 0].
 
 Fixed K (two-sided, level 1 - alpha):
-    bernstein      Maurer & Pontil (2009), Thm 4, one side at alpha/2 each:
-                   |mean - Delta| <= sqrt(2 V ln(4/alpha) / n) + 7 R ln(4/alpha) / (3 (n - 1))
-                   with V the unbiased sample variance.
+    bernstein      upper end: Maurer & Pontil (2009), Thm 4, at alpha/2:
+                   Delta <= mean + sqrt(2 V ln(4/alpha) / n) + 7 R ln(4/alpha) / (3 (n - 1))
+                   with V the unbiased sample variance; lower end: the betting bound of
+                   `ConfidenceSequence` at alpha/2 (range-free: its R term would swamp small
+                   Deltas, and a lower bound of a nonnegative mean needs no upper range).
     normal         Delta -+ z SE; no range known. Unreliable with few non-zero gains (flagged).
 Adaptive K (time-uniform: valid at a stopping time chosen by any rule, Ville's inequality):
-    cs_bernstein   predictable plug-in empirical-Bernstein confidence sequence (Waudby-Smith &
-                   Ramdas 2023, JRSSB, Thm 2; "PrPl-EB", c = 1/2), intersected over time.
+    cs_bernstein   upper end: predictable plug-in empirical-Bernstein confidence sequence
+                   (Waudby-Smith & Ramdas 2023, JRSSB, Thm 2; "PrPl-EB", c = 1/2); lower end: a
+                   betting bound that needs only gain >= 0 (see `ConfidenceSequence`); both
+                   intersected over time.
     cs_normal      asymptotic confidence sequence (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas
                    2021, Thm 2.2) tuned for width at the maximum K; no range known (flagged).
 All bounds are clipped to the possible range [0, R] (or [0, inf)).
@@ -104,28 +108,38 @@ class _Sums:
     lam: np.ndarray  # sum of lambda_i
     lam_y: np.ndarray  # sum of lambda_i y_i
     penalty: np.ndarray  # sum of v_i psi_E(lambda_i)
-    low: np.ndarray  # running intersection of the bounded sequence (scaled)
-    high: np.ndarray
+    high: np.ndarray  # running minimum of the bounded sequence's upper end (scaled)
     x: np.ndarray  # sum of raw gains (asymptotic sequence)
     x2: np.ndarray  # sum of squared raw gains
     nonzero: np.ndarray  # number of non-zero gains
+    y2: np.ndarray  # sum of squared scaled gains (the bets' plain variance)
+    wealth: np.ndarray  # [K, S, G] log-wealth of the bets against mean <= BET_GRID[g]
+    bet_low: np.ndarray  # running maximum of the betting lower bound (scaled)
 
 
 @dataclass(frozen=True, eq=False)
 class SequencePrefix:
-    """The sequence after each latent of one chunk: low/high [n, K, S] and the sums to commit."""
+    """The sequence after each latent of one chunk: low/high [n, K, S] and what `commit` needs."""
 
     low: np.ndarray
     high: np.ndarray
     nonzero: np.ndarray  # [n, K, S]
-    sums: tuple[np.ndarray, ...]  # prefix arrays [n, K, S] of every running sum, in _Sums order
+    sums: tuple[np.ndarray, ...]  # prefix arrays [n, K, S] of the running sums, in _Sums order
+    y: np.ndarray  # [n, K, S] scaled gains and the bets' predictable moments, to replay them
+    moments: tuple[np.ndarray, np.ndarray]
+    end: tuple[np.ndarray, np.ndarray]  # wealth and bet_low after the whole chunk
 
 
 class ConfidenceSequence:
     """Time-uniform 95% intervals of every mean gain of one boundary, [K, S], latent by latent.
 
-    `ranges` [S] holds R per semantic (NaN: unknown, then the asymptotic sequence is used);
-    `horizon` is the K the asymptotic sequence is tuned for (the most latents a run may use).
+    Bounded semantics (`ranges` [S] holds R; NaN: unknown): the upper end is the PrPl-EB
+    sequence, the lower end a betting bound that needs only gain >= 0 (no range term): for each
+    m on a fixed grid, the wealth prod_i (1 + lambda_i (y_i - m)), lambda_i <= c / m predictable,
+    is a nonnegative supermartingale while the mean is <= m (Waudby-Smith & Ramdas' hedged
+    capital, one side); m is rejected once it reaches 2 / alpha (Ville). The lower bound is the
+    largest grid point below which every point is rejected. Each side has alpha / 2.
+    Unknown ranges: the asymptotic sequence. `horizon` is the K it is tuned for.
     """
 
     def __init__(self, num_sets: int, ranges: np.ndarray, horizon: int, alpha: float = ALPHA):
@@ -137,7 +151,12 @@ class ConfidenceSequence:
         log_inv = -2.0 * math.log(alpha)
         self._rho2 = (log_inv + math.log(log_inv + 1.0)) / max(horizon, 1)
         self.state = _Sums(
-            0, *(zeros.copy() for _ in range(6)), np.ones(shape), *(zeros.copy() for _ in range(3))
+            0,
+            *(zeros.copy() for _ in range(5)),
+            np.ones(shape),
+            *(zeros.copy() for _ in range(4)),
+            np.zeros((*shape, len(BET_GRID))),
+            zeros.copy(),
         )
 
     @property
@@ -155,9 +174,13 @@ class ConfidenceSequence:
             nan = np.full(s.y.shape, np.nan)
             return nan, nan.copy()
         low, high = self._combine(
-            s.low[None], s.high[None], s.x[None], s.x2[None], np.array([s.count]), bounded
+            s.bet_low[None], s.high[None], s.x[None], s.x2[None], np.array([s.count]), bounded
         )
         return low[0], high[0]
+
+    def lower_bound(self) -> np.ndarray:
+        """The betting lower bound of every mean gain (bounded semantics), [K, S] raw units."""
+        return self.state.bet_low * np.where(self.bounded, self.ranges, np.nan)
 
     def extend(self, gains: np.ndarray) -> SequencePrefix:
         """The sequence after each latent of gains [n, K, S] (not committed; see `commit`)."""
@@ -181,32 +204,43 @@ class ConfidenceSequence:
         penalty = _prefix(s.penalty, 4.0 * (y - mu_before) ** 2 * psi)
         centre = sum_lam_y / sum_lam
         radius = (log_term + penalty) / sum_lam
-        low = np.maximum.accumulate(
-            np.concatenate([s.low[None], np.clip(centre - radius, 0.0, 1.0)]), axis=0
-        )[1:]
         high = np.minimum.accumulate(
             np.concatenate([s.high[None], np.clip(centre + radius, 0.0, 1.0)]), axis=0
         )[1:]
+        sum_y2 = _prefix(s.y2, y * y)
+        moments = _moments_before(s, sum_y, sum_y2, t)
+        wealth, bet_low_end, bet_low = _bet(s.wealth, s.bet_low, y, moments, log_term)
         sum_x, sum_x2 = _prefix(s.x, x), _prefix(s.x2, x * x)
         nonzero = _prefix(s.nonzero, (x > 0).astype(np.float64))
-        out_low, out_high = self._combine(low, high, sum_x, sum_x2, t[:, 0, 0])
+        out_low, out_high = self._combine(bet_low, high, sum_x, sum_x2, t[:, 0, 0])
         return SequencePrefix(
             out_low,
             out_high,
             nonzero,
-            (sum_y, sum_dev, sum_lam, sum_lam_y, penalty, low, high, sum_x, sum_x2, nonzero),
+            (sum_y, sum_dev, sum_lam, sum_lam_y, penalty, high, sum_x, sum_x2, nonzero, sum_y2),
+            y,
+            moments,
+            (wealth, bet_low_end),
         )
 
     def commit(self, prefix: SequencePrefix, rows: int) -> None:
         """Keep the first `rows` latents of `prefix` (the rest are discarded: stopped)."""
         if rows == 0:
             return
-        self.state = _Sums(self.state.count + rows, *(p[rows - 1].copy() for p in prefix.sums))
+        s = self.state
+        if rows == len(prefix.y):
+            wealth, bet_low = prefix.end
+        else:  # replay the bets on the kept rows (same additions, same bits)
+            log_term = math.log(2.0 / self.alpha)
+            moments = tuple(m[:rows] for m in prefix.moments)
+            wealth, bet_low, _ = _bet(s.wealth, s.bet_low, prefix.y[:rows], moments, log_term)
+        sums = (p[rows - 1].copy() for p in prefix.sums)
+        self.state = _Sums(s.count + rows, *sums, wealth, bet_low)
 
     def _combine(
         self, low, high, sum_x, sum_x2, t, bounded: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Bounded cells: the scaled running intersection times R; others: asymptotic CS."""
+        """Bounded cells: the scaled bounds times R; others: the asymptotic sequence."""
         bounded = self.bounded if bounded is None else bounded
         t = np.asarray(t, np.float64)[:, None, None]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -220,6 +254,54 @@ class ConfidenceSequence:
         a_low = np.maximum(mean - radius, 0.0)
         a_high = mean + radius
         return np.where(bounded, low * width, a_low), np.where(bounded, high * width, a_high)
+
+
+BET_GRID = np.geomspace(1e-6, 1.0, 121)  # candidate means (scaled), ~12% apart
+_BET_CAP = 0.5  # lambda <= c / m keeps 1 + lambda (y - m) >= 1 - c
+_BET_BLOCK = 1 << 22  # elements per block of the [rows, K, S, G] bet arrays (bounded memory)
+
+
+def _moments_before(s: _Sums, sum_y, sum_y2, t) -> tuple[np.ndarray, np.ndarray]:
+    """Plain mean and variance of the scaled gains before each latent, [n, K, S] each."""
+    before_y = np.concatenate([s.y[None], sum_y[:-1]])
+    before_y2 = np.concatenate([s.y2[None], sum_y2[:-1]])
+    seen = np.maximum(t - 1.0, 1.0)
+    mean = before_y / seen
+    return mean, np.maximum(before_y2 / seen - mean * mean, 0.0)
+
+
+def _bet(
+    wealth: np.ndarray,
+    running: np.ndarray,
+    y: np.ndarray,
+    moments: tuple[np.ndarray, np.ndarray],
+    log_term: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Play the bets on y [n, K, S]: (log-wealth [K, S, G] after, running lower bound [K, S]
+    after, running lower bound after each latent [n, K, S]); all scaled to [0, 1].
+
+    Bet sizes are aGRAPA (Waudby-Smith & Ramdas): lambda = (mean - m) / (var + (mean - m)^2)
+    from the latents before, clipped to [0, c / m]: predictable, so validity holds for any size.
+    """
+    n = len(y)
+    lows = np.empty(y.shape)
+    rows = max(1, _BET_BLOCK // max(1, y[0].size * len(BET_GRID)))
+    cap = _BET_CAP / BET_GRID  # [G]
+    mean, var = moments
+    for start in range(0, n, rows):
+        block = slice(start, min(start + rows, n))
+        edge = mean[block][..., None] - BET_GRID  # [b, K, S, G]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            growth = np.nan_to_num(edge / (var[block][..., None] + edge * edge), nan=0.0)
+        bets = np.clip(growth, 0.0, cap)
+        steps = np.log1p(bets * (y[block][..., None] - BET_GRID))
+        cumulative = _prefix(wealth, steps)  # [b, K, S, G]
+        wealth = cumulative[-1]
+        leading = np.logical_and.accumulate(cumulative >= log_term, axis=-1).sum(axis=-1)
+        bound = np.where(leading > 0, BET_GRID[np.maximum(leading - 1, 0)], 0.0)  # [b, K, S]
+        lows[block] = np.maximum.accumulate(np.concatenate([running[None], bound]), axis=0)[1:]
+        running = lows[block][-1]
+    return wealth, running, lows
 
 
 def _prefix(previous: np.ndarray, values: np.ndarray) -> np.ndarray:

@@ -188,9 +188,10 @@ def rescore_boundaries(
                 rows = count
                 if sequences is not None:
                     prefix = sequences[b].extend(boundary_gains)
-                    rows, met = _first_met(prefix, sequences[b], config.target, targeted)
+                    if config.target is not None:
+                        rows, met = _first_met(prefix, sequences[b], config.target, targeted)
+                        active[b] = not met
                     sequences[b].commit(prefix, rows)
-                    active[b] = not met
                 manipulated[rows:, b] = np.nan
                 moved[:rows, b] = 1
                 accumulators[b].add(boundary_gains[:rows])

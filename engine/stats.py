@@ -206,12 +206,13 @@ def score_ranges(store: ChunkedStore) -> np.ndarray:
 
 
 def sequences_for(store: ChunkedStore) -> list[ConfidenceSequence] | None:
-    """Empty confidence sequences, one per boundary, when the store was made with adaptive K."""
+    """Empty confidence sequences, one per boundary, when the store was made with adaptive K or
+    any semantic has a declared range (the betting lower bound lives in them); else None."""
     identity = store.meta["identity"]
-    if not identity.get("target"):
+    ranges = score_ranges(store)
+    if not identity.get("target") and not np.isfinite(ranges).any():
         return None
     _, num_boundaries, num_sets, _ = store.array("manipulated").shape
-    ranges = score_ranges(store)
     return [
         ConfidenceSequence(num_sets, ranges, int(identity["num_latents"]))
         for _ in range(num_boundaries)
@@ -274,7 +275,7 @@ def delta_statistics(
             f"--ci {ci_method} cannot report an adaptive-K run (its stopping rule saw confidence "
             f"sequences); use --ci auto"
         )
-    if adaptive and sequences is None:
+    if sequences is None and (adaptive or np.isfinite(score_ranges(store)).any()):
         sequences = accumulate(store)[1]
     counts = np.array([a.count for a in accumulators])
     if counts.max(initial=0) == 0:
@@ -296,10 +297,11 @@ def delta_statistics(
     else:
         low, high = normal_interval(delta, stderr)
         methods = np.full(delta.shape, "normal", dtype=object)
-        if ci_method == "auto":
+        if ci_method == "auto" and sequences is not None:
             variance = np.stack([a.variance() for a in accumulators])
             width = np.nan_to_num(ranges, nan=1.0)
-            b_low, b_high = bernstein_interval(delta, variance, counts[:, None, None], width)
+            _, b_high = bernstein_interval(delta, variance, counts[:, None, None], width)
+            b_low = np.stack([q.lower_bound() for q in sequences])  # betting, range-free
             low, high = np.where(bounded, b_low, low), np.where(bounded, b_high, high)
             methods = np.where(bounded, "bernstein", "normal")
     low = np.maximum(low, 0.0)
