@@ -88,7 +88,8 @@ def test_adaptive_stop_does_not_depend_on_the_chunk_size(fitted, tmp_path):
     assert np.array_equal(table_a.ci_high, table_b.ci_high, equal_nan=True)
     finished = _arrays(run_a)[1].meta["finished"]
     assert finished["reason"] == "target_met", table_a.counts
-    assert finished["k"] == {n: int(c) for n, c in zip(table_a.boundary_names, table_a.counts)}
+    names = table_a.boundary_names
+    assert finished["k"] == {n: int(c) for n, c in zip(names, table_a.counts, strict=True)}
     assert all(w <= 0.1 for w in finished["stop_half_width"].values())
     summary = report_step(run_a)
     assert summary["ci_methods_used"].keys() == {"cs_bernstein"}
