@@ -68,13 +68,13 @@ def test_peak_sets_and_no_effect_flags_agree_between_torch_and_onnxruntime(
 
     generator, _ = synthetic
     directions = generator.directions.numpy()
-    chosen = ("horizon", "object_size", "lighting", "palette_hue")
+    chosen = ("horizon", "object_size", "lighting")
     boundaries = [
         Boundary(name, directions[i : i + 1].copy())
         for i, name in enumerate(generator.factor_names)
         if name in chosen
     ]
-    config = RescoreConfig(num_latents=64, seed=4, chunk_size=32, batch_size=16)
+    config = RescoreConfig(num_latents=48, seed=4, chunk_size=48, batch_size=16)
     tables = {}
     for backend in ("torch", "onnxruntime"):
         spec = BackendSpec(backend, "cpu", onnx_dir=synthetic_export.directory)
