@@ -53,3 +53,21 @@ def test_default_budget_is_the_cpus_this_process_may_use():
     threads = _probe("default", None)
     assert threads["budget"] == threads["ort"] == threads["torch_after"] == available_cpus()
     assert threads["numba"] == available_cpus()
+
+
+def test_the_cli_applies_the_budget_once_at_startup(tmp_path, monkeypatch):
+    import torch
+    from typer.testing import CliRunner
+
+    from rescore.engine.cli import app
+    from rescore.export import threads
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "_applied", None)
+    try:
+        result = CliRunner().invoke(app, ["--threads", "0", "report", "-o", str(tmp_path)])
+        assert result.exit_code == 2 and "--threads must be at least 1" in result.output
+        result = CliRunner().invoke(app, ["--threads", "1", "report", "-o", str(tmp_path)])
+        assert threads.thread_budget() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
