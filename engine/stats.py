@@ -161,7 +161,6 @@ class DeltaTable:
             self.delta[m, 1:],
             accumulator.comoment[:, 1:, 1:],
             accumulator.count,
-            self.ranges,
             self.tie_tolerance,
         )
         ranked = ~self.no_effect[m, 1:].all(axis=0)

@@ -86,9 +86,7 @@ def test_peak_sets_hold_every_truly_tied_layer_in_95_percent_of_reruns(tied, bou
         gains = _toy_layers(np.random.default_rng(seed), k, num_layers, tied, bounded)
         accumulator = GainAccumulator(num_layers, 1)
         accumulator.add(gains[:, :, None])
-        _, mask = peak_sets(
-            accumulator.mean, accumulator.comoment, k, ranges, tie_tolerance(ranges, [0.2])
-        )
+        _, mask = peak_sets(accumulator.mean, accumulator.comoment, k, tie_tolerance(ranges, [0.2]))
         hits += mask[:tied, 0].all()
     assert hits / runs >= 0.95
 
@@ -103,7 +101,7 @@ def test_rounding_never_breaks_a_tie():
     for ranges in (np.array([np.nan]), np.array([1.0])):
         tolerance = tie_tolerance(ranges, np.array([0.3]))
         assert tolerance[0] == pytest.approx(TIE_RTOL * (0.3 if np.isnan(ranges[0]) else 1.0))
-        peak, mask = peak_sets(accumulator.mean, accumulator.comoment, 2000, ranges, tolerance)
+        peak, mask = peak_sets(accumulator.mean, accumulator.comoment, 2000, tolerance)
         assert mask[:, 0].tolist() == [True, True, False]
 
 
@@ -113,6 +111,5 @@ def test_a_clearly_better_layer_excludes_the_others():
     gains[:, 0] += 0.3
     accumulator = GainAccumulator(4, 1)
     accumulator.add(gains[:, :, None])
-    ranges = np.array([np.nan])
-    peak, mask = peak_sets(accumulator.mean, accumulator.comoment, 400, ranges, np.zeros(1))
+    peak, mask = peak_sets(accumulator.mean, accumulator.comoment, 400, np.zeros(1))
     assert peak[0] == 0 and mask[:, 0].tolist() == [True, False, False, False]
