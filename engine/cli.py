@@ -23,6 +23,7 @@ from .layout import RunDirectory
 from .rescore import CiTarget, RescoreConfig
 from .sample import SampleConfig
 from .spec import ModelSpec, SpecOverride, check_options
+from .stats import CI_METHODS
 
 app = typer.Typer(
     add_completion=False,
@@ -30,6 +31,27 @@ app = typer.Typer(
     help="rescore: layer-wise semantic analysis of GANs (HiGAN re-scoring at scale).\n\n"
     "Quick start:  rescore demo --out runs/demo",
 )
+
+
+@app.callback()
+def _startup(
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            help="CPU threads for torch, numba and ONNX Runtime together (default: "
+            "OMP_NUM_THREADS if set, else every CPU this process may use)."
+        ),
+    ] = None,
+) -> None:
+    """rescore: layer-wise semantic analysis of GANs (HiGAN re-scoring at scale)."""
+    from rescore.export.threads import apply_thread_budget
+
+    try:
+        apply_thread_budget(threads)
+    except RescoreError as error:
+        typer.echo(f"rescore: error: {error}", err=True)
+        raise typer.Exit(2) from None
+
 
 Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created if missing).")]
 Generator = Annotated[
@@ -180,6 +202,12 @@ def _batch(batch_size: int | None, device: str) -> int:
 
     on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     return 32 if on_gpu else 4
+
+
+def _grid(chunk_size: int, batch_size: int) -> tuple[int, int]:
+    """(chunk, batch) with the chunk rounded up to a multiple of the batch (the micro-batch grid
+    that keeps scores independent of the chunking)."""
+    return -(-chunk_size // batch_size) * batch_size, batch_size
 
 
 def _backend_spec(
@@ -360,7 +388,13 @@ def rescore(
     max_k: Annotated[
         int | None, typer.Option(help="Most latents adaptive K may use (default: --num).")
     ] = None,
-    ci: Annotated[str, typer.Option(help="CI method: normal or bootstrap (seeded).")] = "normal",
+    ci: Annotated[
+        str,
+        typer.Option(
+            help="CI method: auto (empirical-Bernstein where the score range is known, else "
+            "normal; confidence sequences under --target-ci), normal or bootstrap (seeded)."
+        ),
+    ] = "auto",
     force_family: ForceFamily = False,
     force_store: ForceStore = False,
     backend: Backend = "auto",
@@ -393,13 +427,20 @@ def rescore(
             "seed": model_seed,
         },
     )
-    if ci not in ("normal", "bootstrap"):
-        raise RescoreError(f"unknown --ci '{ci}'; use normal or bootstrap")
+    if ci not in CI_METHODS:
+        raise RescoreError(f"unknown --ci '{ci}'; use {', '.join(CI_METHODS)}")
     target = CiTarget(target_ci, tuple(target_semantic)) if target_ci is not None else None
     if target is None and (target_semantic or max_k):
         raise RescoreError("--target-semantic and --max-k need --target-ci VALUE")
     config = RescoreConfig(
-        max_k or num, seed, distance, chunk_size, _batch(batch_size, device), target, force_family
+        max_k or num,
+        seed,
+        distance,
+        chunk_size,
+        _batch(batch_size, device),
+        target,
+        ci_method=ci,
+        force_family=force_family,
     )
     table = pipeline.rescore_step(
         run,
@@ -407,7 +448,6 @@ def rescore(
         config,
         boundary_paths=list(boundary) or None,
         spec=spec,
-        ci_method=ci,
         force_store=force_store,
         progress=not quiet,  # type: ignore[arg-type]
     )
@@ -428,7 +468,9 @@ def report(
     out: Out,
     ci: Annotated[
         str | None,
-        typer.Option(help="CI method: normal or bootstrap (default: the one summary.json names)."),
+        typer.Option(
+            help="CI method: auto, normal or bootstrap (default: the one the run recorded)."
+        ),
     ] = None,
 ) -> None:
     """Rewrite OUT/rescore.csv, OUT/summary.json and the heatmaps from OUT/rescore.zarr.
@@ -436,8 +478,8 @@ def report(
     Example:  rescore report -o runs/bedroom
     """
     run = RunDirectory(out)
-    if ci is not None and ci not in ("normal", "bootstrap"):
-        raise RescoreError(f"unknown --ci '{ci}'; use normal or bootstrap")
+    if ci is not None and ci not in CI_METHODS:
+        raise RescoreError(f"unknown --ci '{ci}'; use {', '.join(CI_METHODS)}")
     summary = pipeline.report_step(run, ci_method=ci)
     _print_summary(summary)
     _print_outputs(run)
@@ -657,7 +699,7 @@ def run(
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, 1024, _batch(batch_size, device), wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
-        RescoreConfig(rescore_num, seed, distance, 256, _batch(batch_size, device)),
+        RescoreConfig(rescore_num, seed, distance, *_grid(256, _batch(batch_size, device))),
         progress=not quiet,
     )
     _print_summary(summary)
@@ -711,7 +753,7 @@ def demo(
         BackendSpec("auto", device),
         SampleConfig(n, 0, 1000 if not quick else 400, 200),
         FitConfig(chosen, 0.7, "svc", "w"),
-        RescoreConfig(k, 0, 2.0, 200 if not quick else 48, 200),
+        RescoreConfig(k, 0, 2.0, *_grid(200 if not quick else 48, 200 if not quick else 48)),
         progress=not quiet,
     )
     _print_summary(summary)
@@ -930,11 +972,13 @@ def _print_summary(summary: dict) -> None:
         return
     typer.echo(
         f"{'semantic':28s} {'K':>6s} {'delta(all)':>10s} {'peak layer':>10s} "
-        f"{'peak delta':>10s}  indistinguishable"
+        f"{'peak delta':>10s}  peak set (simultaneous 95%)"
     )
     for name in summary["most_relevant"]:
         entry = summary["boundaries"][name]
-        if entry["peak_layer"] is None:  # a Z boundary: all layers only
+        if entry["no_effect"]:
+            peak = f"{'-':>10s} {'-':>10s}  no effect"
+        elif entry["peak_layer"] is None:  # a Z boundary: all layers only
             peak = f"{'-':>10s} {'-':>10s}  all layers only (Z space)"
         else:
             peak = (

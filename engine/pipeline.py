@@ -6,7 +6,6 @@ Each step reads what the previous one wrote in the run directory, so they can ru
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,7 @@ def rescore_step(
     *,
     boundary_paths: list[Path] | None = None,
     spec: ModelSpec | None = None,
-    ci_method: CiMethod = "normal",
+    ci_method: CiMethod | None = None,
     force_store: bool = False,
     progress: bool = True,
 ) -> DeltaTable:
@@ -98,7 +97,12 @@ def rescore_step(
             session, spec, boundaries, run.rescore_store, config, progress=progress
         )
     table = delta_statistics(
-        rescored.store, accumulators=rescored.accumulators, ci_method=ci_method, seed=config.seed
+        rescored.store,
+        accumulators=rescored.accumulators,
+        sequences=rescored.sequences,
+        ci_method=ci_method or config.ci_method,
+        resamples=config.resamples,
+        seed=config.seed,
     )
     write_table(table, run.table)
     return table
@@ -115,13 +119,12 @@ def report_step(
 ) -> dict[str, Any]:
     """4. Write DIR/summary.json, DIR/heatmap.png and DIR/cross_effects.png (and, when the
     table is recomputed here, DIR/rescore.csv), each atomically. Recomputed CIs use `ci_method`,
-    by default the one the previous summary names (normal when there is none)."""
+    by default the one the rescore store's `finished` record names (a bootstrap run's intervals
+    stay bootstrap intervals)."""
     store = open_rescore(run.rescore_store)
     run.ensure_writable()
     if table is None:
-        method = ci_method or _previous_ci_method(run)
-        seed = int(store.meta["identity"].get("seed", 0))
-        table = delta_statistics(store, ci_method=method, seed=seed)
+        table = delta_statistics(store, ci_method=ci_method)
         write_table(table, run.table)
     summary = summarize(
         table,
@@ -133,15 +136,6 @@ def report_step(
     write_heatmap(table, run.heatmap)
     write_cross_effects(table, run.cross_effects)
     return summary
-
-
-def _previous_ci_method(run: RunDirectory) -> CiMethod:
-    """The CI method DIR/summary.json was written with; normal if it is missing or torn."""
-    try:
-        method = json.loads(run.summary.read_text(encoding="utf-8")).get("ci_method")
-    except (OSError, ValueError, AttributeError):
-        return "normal"
-    return method if method in ("normal", "bootstrap") else "normal"
 
 
 def run_all(

@@ -9,10 +9,15 @@ score all semantics, and store the per-sample scores.
             manipulated[:, m] = score(codes)                 every semantic, not only m's own
         write z, w, original, manipulated; mark the chunk complete
 
-With a CI target (adaptive K) a boundary stops being moved once every targeted Delta's 95% CI
-half-width is at or below the target; the run ends when all boundaries stopped or the store's
-K (the maximum) is used up. `active[i, m]` records whether boundary m was moved on latent i.
-Delta statistics are computed from the stored per-sample scores (`rescore.engine.stats`).
+Every score is computed on the micro-batch grid of `scoring` (batch b = samples [b*B, (b+1)*B) of
+one layer set), so a store is bit-identical whatever the chunk size, resume or worker count.
+
+With a CI target (adaptive K) each boundary follows a time-uniform confidence sequence of every
+targeted Delta (`intervals.ConfidenceSequence`), evaluated after every latent: the boundary stops
+at the first latent where every targeted half-width is at or below the target (chunks stay the
+unit of storage: rows of that chunk after the stop are inactive and NaN). The exact stop K and
+the interval the rule saw are recorded in `finished`. `active[i, m]` records whether boundary m
+was moved on latent i. Delta statistics come from the stored per-sample scores (`stats`).
 """
 
 from __future__ import annotations
@@ -30,11 +35,19 @@ from rescore.kernels.manipulate import layer_sets_all_and_each, manipulate
 from .boundary import Boundary, check_family
 from .errors import ScoreError
 from .fit import resolve_semantics
+from .intervals import MIN_NONZERO, ConfidenceSequence, SequencePrefix
 from .latents import Stream, latent_block
 from .readers import RESCORE_KIND, open_rescore  # noqa: F401  (open_rescore: re-exported)
-from .scoring import map_latents, score_codes, session_identity, session_record
+from .scoring import (
+    check_micro_batch,
+    map_latents,
+    score_codes,
+    semantic_ranges,
+    session_identity,
+    session_record,
+)
 from .spec import ModelSpec
-from .stats import GainAccumulator, accumulate, gains, half_widths
+from .stats import CI_METHODS, GainAccumulator, accumulate, gains
 from .store import ArraySpec, ChunkedStore
 from .zspace import moved_z_codes
 
@@ -45,11 +58,13 @@ class RescoreRun:
 
     store: ChunkedStore
     accumulators: list[GainAccumulator]
+    sequences: list[ConfidenceSequence] | None = None  # adaptive K: what the stopping rule saw
 
 
 @dataclass(frozen=True)
 class CiTarget:
-    """Adaptive K: stop moving a boundary once the targeted Deltas' 95% CI half-width <= this."""
+    """Adaptive K: stop moving a boundary at the first latent where the targeted Deltas' 95%
+    confidence-sequence half-width is <= this."""
 
     half_width: float
     semantics: tuple[str, ...] = ()  # empty: every semantic (every reported Delta)
@@ -58,7 +73,8 @@ class CiTarget:
 @dataclass(frozen=True)
 class RescoreConfig:
     """How many fresh latents (the maximum K with a target), from which seed, how far to move
-    them, in which units."""
+    them, in which units (chunk: storage; batch: the micro-batch grid that shapes the bits), and
+    which CI the report uses (recorded in `finished`, so `rescore report` keeps it)."""
 
     num_latents: int = 2000
     seed: int = 0
@@ -66,6 +82,8 @@ class RescoreConfig:
     chunk_size: int = 256
     batch_size: int = 32
     target: CiTarget | None = None
+    ci_method: str = "auto"
+    resamples: int = 2000
     force_family: bool = False  # use boundaries fitted on another generator family
 
 
@@ -89,14 +107,27 @@ def rescore_boundaries(
     check_family(boundaries, geometry.family, alias=spec.generator.name, force=config.force_family)
     directions = np.stack([b.directions(geometry) for b in boundaries])  # [M, L, D]
     layer_sets = layer_sets_all_and_each(num_layers)  # [K, L]
+    # Z boundaries (and generators without layer-wise codes) score the all-layers set only
+    scored_sets = np.array(
+        [[b.layer_wise or j == 0 for j in range(len(layer_sets))] for b in boundaries]
+    )
     n, m, k, s = config.num_latents, len(boundaries), len(layer_sets), len(semantics)
     targeted = _targeted_semantics(config.target, semantics)
+    check_micro_batch(config.chunk_size, config.batch_size)
+    if config.ci_method not in CI_METHODS:
+        raise ScoreError(f"unknown --ci '{config.ci_method}'; use {', '.join(CI_METHODS)}")
+    if config.target is not None and config.ci_method != "auto":
+        raise ScoreError(
+            f"--ci {config.ci_method} cannot be combined with --target-ci (adaptive K reports "
+            f"the confidence sequences its stopping rule saw); drop --ci or use --ci auto"
+        )
     identity = {
         **spec.identity(),
         "seed": config.seed,
         "stream": Stream.RESCORE.name.lower(),
         "num_latents": n,
         "chunk_size": config.chunk_size,
+        "micro_batch": config.batch_size,
         "distance": config.distance,
         "boundaries": [
             {
@@ -134,12 +165,18 @@ def rescore_boundaries(
             "boundary_manipulate_layers": [b.manipulate_layers for b in boundaries],
             "semantic_names": semantics,
             "layer_labels": layer_labels(num_layers),
+            "semantic_ranges": semantic_ranges(session),
             "sources": spec.sources(),
             "session": session_record(session),
         },
     )
-    accumulators = accumulate(store)  # resumes the statistics of completed chunks
-    active = np.array([not _target_met(a, config.target, targeted) for a in accumulators])
+    accumulators, sequences = accumulate(store)  # resumes the statistics of completed chunks
+    active = np.array(
+        [
+            not _met(q, config.target, targeted, scored_sets[b])
+            for b, q in enumerate(sequences or accumulators)
+        ]
+    )
     pending = store.pending_chunks()
     images = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending) * (1 + m * k)
     with tqdm(total=int(images), unit="img", desc="rescore", disable=not progress) as bar:
@@ -154,34 +191,38 @@ def rescore_boundaries(
             original = score_codes(session, wp, config.batch_size)  # [n, S]
             bar.update(count)
             manipulated = np.full((count, m, k, s), np.nan, dtype=np.float32)
+            moved = np.zeros((count, m), np.uint8)
             for b in np.flatnonzero(active):
                 if not boundaries[b].layer_wise:  # Z: move z, map, truncate; per-layer rows NaN
-                    moved = moved_z_codes(
+                    z_moved = moved_z_codes(
                         session, z, boundaries[b].normal, config.distance, config.batch_size
                     )
-                    manipulated[:, b, 0] = score_codes(session, moved, config.batch_size)
-                    bar.update(k * count)
-                    continue
-                codes = manipulate(wp, directions[b : b + 1], layer_sets, config.distance)[0]
-                flat = codes.reshape(k * count, num_layers, geometry.w_dim)  # [K*n, L, D]
-                scores = score_codes(session, flat, config.batch_size).reshape(k, count, s)
-                manipulated[:, b] = scores.transpose(1, 0, 2)  # [n, K, S]
+                    manipulated[:, b, 0] = score_codes(session, z_moved, config.batch_size)
+                else:
+                    codes = manipulate(wp, directions[b : b + 1], layer_sets, config.distance)[0]
+                    for j in range(k):  # one layer set at a time keeps the batch grid
+                        manipulated[:, b, j] = score_codes(session, codes[j], config.batch_size)
                 bar.update(k * count)
+                boundary_gains = gains(original, manipulated[:, b : b + 1])[:, 0]  # [n, K, S]
+                rows = count
+                if sequences is not None:
+                    prefix = sequences[b].extend(boundary_gains)
+                    if config.target is not None:
+                        rows, met = _first_met(
+                            prefix, sequences[b], config.target, targeted, scored_sets[b]
+                        )
+                        active[b] = not met
+                    sequences[b].commit(prefix, rows)
+                manipulated[rows:, b] = np.nan
+                moved[:rows, b] = 1
+                accumulators[b].add(boundary_gains[:rows])
             store.write_chunk(
                 index,
-                {
-                    "z": z,
-                    "w": w,
-                    "original": original,
-                    "manipulated": manipulated,
-                    "active": np.broadcast_to(active, (count, m)).astype(np.uint8),
-                },
+                {"z": z, "w": w, "original": original, "manipulated": manipulated, "active": moved},
             )
-            for b in np.flatnonzero(active):
-                accumulators[b].add(gains(original, manipulated[:, b : b + 1])[:, 0])
-                active[b] = not _target_met(accumulators[b], config.target, targeted)
-    store.finish(_finish_info(store, boundaries, accumulators, active, config.target, targeted))
-    return RescoreRun(store, accumulators)
+    info = _finish_info(boundaries, accumulators, sequences, active, config, targeted)
+    store.finish(info)
+    return RescoreRun(store, accumulators, sequences)
 
 
 def _targeted_semantics(target: CiTarget | None, semantics: list[str]) -> np.ndarray:
@@ -193,26 +234,72 @@ def _targeted_semantics(target: CiTarget | None, semantics: list[str]) -> np.nda
     return np.array([semantics.index(n) for n in resolve_semantics(target.semantics, semantics)])
 
 
-def _target_met(accumulator: GainAccumulator, target: CiTarget | None, columns: np.ndarray) -> bool:
-    if target is None or accumulator.count < 2:
+def _half_widths(sequence: ConfidenceSequence, columns: np.ndarray) -> np.ndarray:
+    low, high = sequence.interval()
+    return (high - low)[:, columns] / 2.0
+
+
+def _met(
+    tracker: ConfidenceSequence | GainAccumulator,
+    target: CiTarget | None,
+    columns: np.ndarray,
+    scored: np.ndarray,
+) -> bool:
+    """Whether a boundary's target is met after the latents its sequence has seen."""
+    if target is None or not isinstance(tracker, ConfidenceSequence) or tracker.count < 2:
         return False
-    widths = half_widths(accumulator)[:, columns]  # [K, S']
-    scored = ~np.isnan(accumulator.mean[:, columns]).all(axis=1)  # Z boundaries: 'all' only
-    return bool(np.all(widths[scored] <= target.half_width))
+    low, high = tracker.interval()
+    nonzero = tracker.state.nonzero
+    rows = _met_rows(low[None], high[None], nonzero[None], tracker, target, columns, scored)
+    return bool(rows[0])
 
 
-def _finish_info(store, boundaries, accumulators, active, target, columns) -> dict:
+def _met_rows(low, high, nonzero, sequence, target, columns, scored) -> np.ndarray:
+    """[n] bool: the target is met after each latent. A zero-width interval is never met (it
+    means no spread was seen yet), nor a normal one with fewer than MIN_NONZERO non-zero gains.
+    Layer sets that are not scored (`scored` [K] False: Z boundaries' per-layer rows) are
+    ignored."""
+    low, high, nonzero = low[..., columns], high[..., columns], nonzero[..., columns]
+    half = (high - low) / 2.0
+    trusted = sequence.bounded[columns] | (nonzero >= MIN_NONZERO)
+    ok = np.isfinite(half) & (high > low) & (half <= target.half_width) & trusted
+    ok |= ~np.asarray(scored, bool).reshape(1, -1, 1)  # [n, K, S']
+    return ok.reshape(len(ok), -1).all(axis=1)
+
+
+def _first_met(
+    prefix: SequencePrefix,
+    sequence: ConfidenceSequence,
+    target: CiTarget,
+    columns: np.ndarray,
+    scored: np.ndarray,
+) -> tuple[int, bool]:
+    """How many latents of the chunk the boundary keeps, and whether it stops: up to and
+    including the first latent where the target is met (all of them if it is not met)."""
+    met = _met_rows(prefix.low, prefix.high, prefix.nonzero, sequence, target, columns, scored)
+    met &= sequence.count + np.arange(1, len(met) + 1) >= 2
+    return (int(np.argmax(met)) + 1, True) if met.any() else (len(met), False)
+
+
+def _finish_info(boundaries, accumulators, sequences, active, config, columns) -> dict:
     counts = {b.name: int(a.count) for b, a in zip(boundaries, accumulators, strict=True)}
+    ci = {"method": config.ci_method, "confidence": 0.95}
+    if config.ci_method == "bootstrap":
+        ci.update(resamples=config.resamples, seed=config.seed)
+    target = config.target
     if target is None:
-        return {"reason": "complete", "k": counts}
-    unmet = {
-        b.name: float(np.nanmax(half_widths(a)[:, columns]))
-        for b, a, still in zip(boundaries, accumulators, active, strict=True)
-        if still
+        return {"reason": "complete", "k": counts, "ci": ci}
+    ci["method"] = "auto"
+    seen = {
+        b.name: float(np.nanmax(_half_widths(q, columns)))
+        for b, q in zip(boundaries, sequences, strict=True)
     }
+    unmet = {b.name: seen[b.name] for b, still in zip(boundaries, active, strict=True) if still}
     return {
         "reason": "max_k" if unmet else "target_met",
         "k": counts,
+        "ci": {**ci, "sequence": "confidence_sequence", "horizon": config.num_latents},
         "target_half_width": target.half_width,
+        "stop_half_width": seen,
         "unmet_max_half_width": unmet,
     }

@@ -1,4 +1,10 @@
-"""Batching helpers between the engine's chunks and a session's batches."""
+"""Batching helpers between the engine's chunks and a session's batches.
+
+Scores depend (at float rounding) on which codes share a batch, so they are computed on a fixed
+grid of micro-batches aligned to sample indices: batch b covers samples [b*B, (b+1)*B) whatever
+the chunking. A chunk must then start on the grid (chunk size a multiple of B), and B is part of
+a store's identity: a resume with another batch size would silently mix bits.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from rescore.export.session import ScoringSession
+
+from .errors import ScoreError
 
 
 def session_identity(session: ScoringSession) -> dict[str, Any]:
@@ -37,3 +45,19 @@ def score_codes(session: ScoringSession, wp: np.ndarray, batch_size: int) -> np.
     return np.concatenate(
         [session.score(wp[i : i + batch_size]) for i in range(0, len(wp), batch_size)], axis=0
     )
+
+
+def check_micro_batch(chunk_size: int, batch_size: int) -> None:
+    """Refuse a chunk size that would cut the micro-batch grid (scores would depend on it)."""
+    if batch_size < 1 or chunk_size % batch_size:
+        raise ScoreError(
+            f"--chunk-size {chunk_size} is not a multiple of --batch-size {batch_size}, so "
+            f"scores would depend on the chunking; pass a chunk size that is a multiple of the "
+            f"batch size (e.g. {max(batch_size, chunk_size // max(batch_size, 1) * batch_size)})"
+        )
+
+
+def semantic_ranges(session: ScoringSession) -> list[list[float] | None]:
+    """Declared score range [lo, hi] of every semantic (None: unknown), for the store."""
+    ranges = getattr(session, "semantic_ranges", None) or (None,) * len(session.semantic_names)
+    return [None if r is None else [float(r[0]), float(r[1])] for r in ranges]

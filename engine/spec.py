@@ -19,6 +19,7 @@ from typing import Any
 from rescore.export.backends import BackendSpec, open_session
 from rescore.export.session import ScoringSession
 from rescore.models.errors import CheckpointError, RescoreError
+from rescore.models.fused import predictor_ranges
 from rescore.models.plugins import probe_models
 from rescore.models.registry import (
     GENERATORS,
@@ -161,7 +162,10 @@ def open_model_session(spec: ModelSpec, backend: BackendSpec) -> ScoringSession:
     generator = build_generator(spec.generator, spec.options)
     predictors = [build_predictor(ref) for ref in spec.predictors]
     probe_models(generator, predictors, spec.generator, spec.predictors)
-    return open_session(generator, predictors, backend)
+    session = open_session(generator, predictors, backend)
+    # every backend scores the same semantics: their declared ranges come from the predictors
+    session.semantic_ranges = tuple(r for p in predictors for r in predictor_ranges(p))
+    return session
 
 
 def _absolute(ref: ModelRef) -> ModelRef:

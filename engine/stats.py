@@ -1,13 +1,16 @@
 """Delta statistics from the per-sample scores of a rescore store.
 
 For boundary m, layer set k and semantic s, over the K_m fresh latents that boundary was moved on:
-    gain_i   = max(0, manipulated[i, m, k, s] - original[i, s])
+    gain_i   = max(0, manipulated[i, m, k, s] - original[i, s])      in [0, R] if the range is known
     delta    = mean_i gain_i                      (HiGAN's Delta s)
     stderr   = std_i(gain_i, ddof=1) / sqrt(K_m)
-    95% CI   = delta -+ 1.96 * stderr            (normal approximation; or a seeded bootstrap)
+    95% CI   = see `intervals`: empirical-Bernstein where the semantic's score range is declared,
+               else normal (flagged `few_nonzero` below MIN_NONZERO non-zero gains); under
+               adaptive K the confidence sequence the stopping rule saw; or a seeded bootstrap.
 Every layer set is evaluated on the same latents, so layers are compared by *paired* differences:
 the accumulator keeps, per (boundary, semantic), the co-moment matrix of the gains across layer
-sets. Everything is merged chunk by chunk (Chan's parallel update), so memory stays bounded.
+sets (see `peaks` for the simultaneous peak-layer sets). Everything is merged chunk by chunk
+(Chan's parallel update), so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -16,25 +19,48 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from .errors import ScoreError
+from .intervals import (
+    MIN_NONZERO,
+    ConfidenceSequence,
+    bernstein_interval,
+    normal_interval,
+)
+from .intervals import Z_95 as Z_95  # re-exported: the normal interval's z
+from .peaks import peak_sets, tie_tolerance
 from .store import ChunkedStore
 
-Z_95 = 1.959963984540054
-CSV_COLUMNS = ("boundary", "layer", "semantic", "delta", "stderr", "ci_low", "ci_high", "k")
-CiMethod = Literal["normal", "bootstrap"]
+CSV_COLUMNS = (
+    "boundary",
+    "layer",
+    "semantic",
+    "delta",
+    "stderr",
+    "ci_low",
+    "ci_high",
+    "k",
+    "ci_method",
+    "flags",
+)
+CiMethod = Literal["auto", "normal", "bootstrap"]
+CI_METHODS: tuple[str, ...] = ("auto", "normal", "bootstrap")
+_RANGE_SLACK = 1e-6  # relative: float32 scores may overshoot a declared bound by rounding
 
 
 class GainAccumulator:
-    """Running mean [K, S] and co-moment [S, K, K] of one boundary's gains, merged by chunks."""
+    """Running mean [K, S], co-moment [S, K, K], non-zero count and maximum of one boundary's
+    gains, merged by chunks."""
 
     def __init__(self, num_sets: int, num_semantics: int) -> None:
         self.count = 0
         self.mean = np.zeros((num_sets, num_semantics), np.float64)
         self.comoment = np.zeros((num_semantics, num_sets, num_sets), np.float64)
+        self.nonzero = np.zeros((num_sets, num_semantics), np.int64)
+        self.maximum = np.zeros((num_sets, num_semantics), np.float64)
 
     def add(self, gains: np.ndarray) -> None:
         """Merge a chunk of gains [n, K, S]."""
@@ -51,13 +77,19 @@ class GainAccumulator:
         )
         self.mean += delta * (n / total)
         self.count = total
+        self.nonzero += (gains > 0).sum(axis=0)
+        self.maximum = np.maximum(self.maximum, gains.max(axis=0))
 
-    def stderr(self) -> np.ndarray:
-        """Standard error of each mean gain, [K, S]."""
+    def variance(self) -> np.ndarray:
+        """Sample variance (ddof=1) of each gain, [K, S]."""
         if self.count < 2:
             return np.full_like(self.mean, np.nan)
         variance = np.diagonal(self.comoment, axis1=1, axis2=2).T / (self.count - 1)  # [K, S]
-        return np.sqrt(np.maximum(variance, 0.0) / self.count)
+        return np.maximum(variance, 0.0)
+
+    def stderr(self) -> np.ndarray:
+        """Standard error of each mean gain, [K, S]."""
+        return np.sqrt(self.variance() / max(self.count, 1))
 
     def paired_stderr(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Standard error of mean(gain[a] - gain[b]) per semantic; a, b: layer-set index [S]."""
@@ -71,17 +103,25 @@ class GainAccumulator:
 
 @dataclass(frozen=True, eq=False)
 class DeltaTable:
-    """Delta, standard error and 95% CI for every (boundary, layer set, semantic)."""
+    """Delta, standard error, 95% CI, CI method and flags for every (boundary, layer set,
+    semantic); per semantic its range, score spread and tie tolerance."""
 
     boundary_names: tuple[str, ...]
     layer_labels: tuple[str, ...]
     semantic_names: tuple[str, ...]
     delta: np.ndarray = field(repr=False)  # [M, K, S]
     stderr: np.ndarray = field(repr=False)  # [M, K, S]
-    ci_low: np.ndarray = field(repr=False)  # [M, K, S]
+    ci_low: np.ndarray = field(repr=False)  # [M, K, S]; NaN where flagged few_nonzero
     ci_high: np.ndarray = field(repr=False)  # [M, K, S]
     counts: np.ndarray = field(repr=False)  # [M] latents per boundary
-    ci_method: CiMethod = "normal"
+    ci_method: str = "auto"  # what the run asked for
+    methods: np.ndarray = field(default=None, repr=False)  # [M, K, S] str: what each cell got
+    flags: np.ndarray = field(default=None, repr=False)  # [M, K, S] str, ';'-joined
+    no_effect: np.ndarray = field(default=None, repr=False)  # [M, K, S] bool
+    ranges: np.ndarray = field(default=None, repr=False)  # [S] R = hi - lo, NaN unknown
+    spread: np.ndarray = field(default=None, repr=False)  # [S] std of the original scores
+    tie_tolerance: np.ndarray = field(default=None, repr=False)  # [S]
+    ci_params: dict = field(default_factory=dict)  # resamples, seed, confidence, ...
     accumulators: tuple[GainAccumulator, ...] = field(default=(), repr=False)
 
     @property
@@ -90,7 +130,7 @@ class DeltaTable:
         return int(self.counts.max()) if len(self.counts) else 0
 
     def write_csv(self, path: Path) -> None:
-        """`boundary,layer,semantic,delta,stderr,ci_low,ci_high,k`, one row per cell."""
+        """One row per cell, columns `CSV_COLUMNS`."""
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(CSV_COLUMNS)
@@ -109,20 +149,28 @@ class DeltaTable:
                                 f"{self.ci_low[m, k, s]:.9g}",
                                 f"{self.ci_high[m, k, s]:.9g}",
                                 int(self.counts[m]),
+                                self.methods[m, k, s],
+                                self.flags[m, k, s],
                             )
                         )
 
-    def indistinguishable_layers(self, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """Boundary m: peak layer per semantic [S] and the mask [L, S] of layers whose paired
-        difference from the peak is not significant at 95% (the peak itself included)."""
-        per_layer = self.delta[m, 1:]  # [L, S]
-        peak = np.argmax(per_layer, axis=0)  # [S]
+    def peak_layers(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boundary m: peak layer [S], the simultaneous 95% peak set [L, S] (see `peaks`) and
+        whether the semantic is ranked at all [S] (False: no layer's Delta is distinguishable
+        from 0, reported as "no effect")."""
         accumulator = self.accumulators[m]
-        mask = np.zeros(per_layer.shape, bool)
-        for layer in range(per_layer.shape[0]):
-            difference = per_layer[peak, np.arange(per_layer.shape[1])] - per_layer[layer]
-            stderr = accumulator.paired_stderr(peak + 1, np.full_like(peak, layer + 1))
-            mask[layer] = (difference - Z_95 * stderr <= 0.0) | (layer == peak)
+        peak, mask = peak_sets(
+            self.delta[m, 1:],
+            accumulator.comoment[:, 1:, 1:],
+            accumulator.count,
+            self.tie_tolerance,
+        )
+        ranked = ~self.no_effect[m, 1:].all(axis=0)
+        return peak, mask, ranked
+
+    def indistinguishable_layers(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boundary m: peak layer [S] and its simultaneous 95% peak set [L, S]."""
+        peak, mask, _ = self.peak_layers(m)
         return peak, mask
 
 
@@ -161,41 +209,122 @@ def scored_layer_sets(meta: dict, num_sets: int) -> np.ndarray:
     return np.array([[space != "z" or k == 0 for k in range(num_sets)] for space in spaces])
 
 
-def accumulate(store: ChunkedStore) -> list[GainAccumulator]:
-    """One accumulator per boundary over the store's completed chunks."""
+def score_ranges(store: ChunkedStore) -> np.ndarray:
+    """Width R = hi - lo of each semantic's declared score range, [S] (NaN: none declared)."""
+    recorded = store.meta.get("semantic_ranges") or [None] * len(store.meta["semantic_names"])
+    return np.array([np.nan if r is None else float(r[1]) - float(r[0]) for r in recorded])
+
+
+def sequences_for(store: ChunkedStore) -> list[ConfidenceSequence] | None:
+    """Empty confidence sequences, one per boundary, when the store was made with adaptive K or
+    any semantic has a declared range (the betting lower bound lives in them); else None."""
+    identity = store.meta["identity"]
+    ranges = score_ranges(store)
+    if not identity.get("target") and not np.isfinite(ranges).any():
+        return None
+    _, num_boundaries, num_sets, _ = store.array("manipulated").shape
+    return [
+        ConfidenceSequence(num_sets, ranges, int(identity["num_latents"]))
+        for _ in range(num_boundaries)
+    ]
+
+
+def accumulate(
+    store: ChunkedStore,
+) -> tuple[list[GainAccumulator], list[ConfidenceSequence] | None]:
+    """One accumulator (and, for adaptive stores, one confidence sequence) per boundary over the
+    store's completed chunks, in sample order."""
     _, num_boundaries, num_sets, num_semantics = store.array("manipulated").shape
     accumulators = [GainAccumulator(num_sets, num_semantics) for _ in range(num_boundaries)]
+    sequences = sequences_for(store)
     for _, chunk_gains, active in iter_chunk_gains(store):
         for m, accumulator in enumerate(accumulators):
-            accumulator.add(chunk_gains[active[:, m], m])
-    return accumulators
+            rows = chunk_gains[active[:, m], m]
+            accumulator.add(rows)
+            if sequences is not None and len(rows):
+                sequences[m].commit(sequences[m].extend(rows), len(rows))
+    return accumulators, sequences
+
+
+def score_spread(store: ChunkedStore) -> np.ndarray:
+    """Standard deviation of each semantic's original scores over the stored latents, [S]."""
+    original = store.array("original")
+    rows = [original[slice(*store.chunk_range(int(c)))] for c in np.flatnonzero(store.completed())]
+    values = np.concatenate(rows).astype(np.float64)
+    values = values[np.isfinite(values).all(axis=1)]
+    return values.std(axis=0, ddof=1) if len(values) > 1 else np.full(values.shape[1], np.nan)
 
 
 def delta_statistics(
     store: ChunkedStore,
     *,
     accumulators: list[GainAccumulator] | None = None,
-    ci_method: CiMethod = "normal",
-    resamples: int = 2000,
-    seed: int = 0,
+    sequences: list[ConfidenceSequence] | None = None,
+    ci_method: CiMethod | None = None,
+    resamples: int | None = None,
+    seed: int | None = None,
 ) -> DeltaTable:
     """Delta statistics over every completed chunk of a rescore store.
 
-    `accumulators` (one per boundary, as the rescoring run kept them) spare reading the store
-    again; without them the store is read chunk by chunk.
+    `accumulators` (and `sequences`, one per boundary, as the rescoring run kept them) spare
+    reading the store again. `ci_method`, `resamples` and `seed` default to what the store's
+    `finished` record says the run asked for (so `rescore report` keeps a bootstrap run's
+    intervals), else auto / 2000 / the store's seed.
     """
-    accumulators = accumulators if accumulators is not None else accumulate(store)
+    recorded = (store.meta.get("finished") or {}).get("ci") or {}
+    ci_method = ci_method or recorded.get("method", "auto")
+    resamples = resamples or int(recorded.get("resamples", 2000))
+    seed = seed if seed is not None else int(recorded.get("seed", store.meta["identity"]["seed"]))
+    if ci_method not in CI_METHODS:
+        raise ScoreError(f"unknown CI method '{ci_method}'; use {', '.join(CI_METHODS)}")
+    if accumulators is None:
+        accumulators, sequences = accumulate(store)
+    adaptive = bool(store.meta["identity"].get("target"))
+    if adaptive and ci_method != "auto":
+        raise ScoreError(
+            f"--ci {ci_method} cannot report an adaptive-K run (its stopping rule saw confidence "
+            f"sequences); use --ci auto"
+        )
+    if sequences is None and (adaptive or np.isfinite(score_ranges(store)).any()):
+        sequences = accumulate(store)[1]
     counts = np.array([a.count for a in accumulators])
     if counts.max(initial=0) == 0:
         raise ScoreError(f"{store.path} has no completed chunks; run `rescore rescore` first")
+    ranges = score_ranges(store)  # [S]
     delta = np.stack([a.mean for a in accumulators])  # [M, K, S]
     stderr = np.stack([a.stderr() for a in accumulators])
-    if ci_method == "normal":
-        low, high = delta - Z_95 * stderr, delta + Z_95 * stderr
+    nonzero = np.stack([a.nonzero for a in accumulators])
+    maximum = np.stack([a.maximum for a in accumulators])
+    violated = maximum > ranges * (1.0 + _RANGE_SLACK)  # NaN ranges compare False
+    bounded = np.isfinite(ranges) & ~violated  # [M, K, S]
+    if adaptive:
+        pairs = [q.interval(b) for q, b in zip(sequences, bounded, strict=True)]
+        low, high = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+        methods = np.where(bounded, "cs_bernstein", "cs_normal")
     elif ci_method == "bootstrap":
         low, high = bootstrap_intervals(store, resamples=resamples, seed=seed)
+        methods = np.full(delta.shape, "bootstrap")
     else:
-        raise ValueError(f"unknown CI method '{ci_method}'; use normal or bootstrap")
+        low, high = normal_interval(delta, stderr)
+        methods = np.full(delta.shape, "normal", dtype=object)
+        if ci_method == "auto" and sequences is not None:
+            variance = np.stack([a.variance() for a in accumulators])
+            width = np.nan_to_num(ranges, nan=1.0)
+            _, b_high = bernstein_interval(delta, variance, counts[:, None, None], width)
+            b_low = np.stack([q.lower_bound() for q in sequences])  # betting, range-free
+            low, high = np.where(bounded, b_low, low), np.where(bounded, b_high, high)
+            methods = np.where(bounded, "bernstein", "normal")
+    low = np.maximum(low, 0.0)
+    high = np.minimum(high, np.where(np.isfinite(ranges), ranges, np.inf))
+    few = ~bounded & (nonzero < MIN_NONZERO)
+    low, high = np.where(few, np.nan, low), np.where(few, np.nan, high)
+    spread = score_spread(store)
+    tolerance = tie_tolerance(ranges, spread)
+    no_effect = ~(low > tolerance)  # NaN (unreliable) counts as no effect
+    flags = _flags(no_effect=no_effect, few_nonzero=few, range_violated=violated)
+    params: dict[str, Any] = {"confidence": 0.95}
+    if ci_method == "bootstrap":
+        params.update(resamples=resamples, seed=seed)
     return DeltaTable(
         boundary_names=tuple(store.meta["boundary_names"]),
         layer_labels=tuple(store.meta["layer_labels"]),
@@ -206,8 +335,23 @@ def delta_statistics(
         ci_high=high,
         counts=counts,
         ci_method=ci_method,
+        methods=np.asarray(methods, dtype=str),
+        flags=flags,
+        no_effect=no_effect,
+        ranges=ranges,
+        spread=spread,
+        tie_tolerance=tolerance,
+        ci_params=params,
         accumulators=tuple(accumulators),
     )
+
+
+def _flags(**masks: np.ndarray) -> np.ndarray:
+    """';'-joined names of the masks true in each cell, [M, K, S] str."""
+    out = np.full(next(iter(masks.values())).shape, "", dtype=object)
+    for name, mask in masks.items():
+        out = np.where(mask, np.where(out == "", name, out + ";" + name), out)
+    return out.astype(str)
 
 
 def bootstrap_intervals(
@@ -243,8 +387,3 @@ def bootstrap_ci(
     means = counts.astype(np.float32) @ samples.astype(np.float32) / n  # [B, C]
     tail = (1.0 - confidence) / 2.0
     return np.quantile(means, tail, axis=0), np.quantile(means, 1.0 - tail, axis=0)
-
-
-def half_widths(accumulator: GainAccumulator) -> np.ndarray:
-    """95% CI half-width of each mean gain, [K, S] (normal approximation)."""
-    return Z_95 * accumulator.stderr()

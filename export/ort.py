@@ -14,7 +14,6 @@ precision is the TensorRT backend's job. onnxruntime is imported here, lazily.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,8 @@ from rescore.models.errors import BackendUnavailableError
 from .graphs import GraphFiles
 from .onnx import ExportedGraph, ExportError
 from .session import LatentGeometry, SessionInfo, _check_shape, quantize_images
+from .threads import available_cpus as available_cpus  # re-exported (bench)
+from .threads import thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,6 @@ def cuda_provider_available() -> bool:
         return False
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (affinity / container limits), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class OrtSession:
     """Scoring session on ONNX Runtime (fp32), CPU or CUDA execution provider."""
 
@@ -91,7 +84,7 @@ class OrtSession:
         self.graphs = graphs
         self.geometry = geometry
         self.semantic_names = tuple(semantic_names)
-        self.threads = threads or available_cpus()
+        self.threads = threads or thread_budget()  # one budget with torch and numba
         self.optimization = optimization
         fused = graphs.graph("fused")
         if tuple(fused.meta.get("semantic_names", ())) != self.semantic_names:

@@ -64,6 +64,20 @@ def _hsv_hue_radians(rgb: torch.Tensor, high: torch.Tensor, chroma: torch.Tensor
 class ColorPredictor(nn.Module):
     """Colour statistics: images [B, 3, H, W] in [-1, 1] -> scores [B, 8] (see module docs)."""
 
+    # Hard bounds of each column (see module docs); colorfulness: sigma + 0.3 mu of (rg, yb) on
+    # the 0..255 scale, each at most 255 * sqrt(2).
+    score_range = None
+    score_ranges = (
+        (0.0, 1.0),
+        (0.0, 0.5),
+        (0.0, 1.0),
+        (0.0, 1.3 * 255.0 * math.sqrt(2.0)),
+        (-1.0, 1.0),
+        (-1.0, 1.0),
+        (-1.0, 1.0),
+        (-1.0, 1.0),
+    )
+
     def __init__(self) -> None:
         super().__init__()
         self.semantic_names = COLOR_SEMANTICS

@@ -5,6 +5,11 @@
 A predictor with `reads_features` (layer indices; LinearGAN's `LinearSemanticPredictor`) is given
 `generator.features(wp, layers)` instead of images; when every predictor reads features, no image
 is synthesized at all. This is what every backend runs (torch eager; ONNX / TensorRT after export).
+
+Score ranges: a predictor may declare `score_range = (lo, hi)` (every semantic) or
+`score_ranges` (one `(lo, hi)` or None per semantic; wins over `score_range`). A declared range
+must be a hard bound of the scores: the statistics then use finite-sample intervals for bounded
+gains (`rescore.engine.intervals`). Undeclared: None (normal intervals, flagged when unreliable).
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class ScoringPass(nn.Module):
         readers = [tuple(getattr(p, "reads_features", None) or ()) for p in predictors]
         self._feature_layers = sorted({layer for layers in readers for layer in layers})
         self._reads: list[tuple[int, ...]] = readers
+        self.semantic_ranges: tuple[tuple[float, float] | None, ...] = tuple(
+            r for p in predictors for r in predictor_ranges(p)
+        )
         if self._feature_layers and not hasattr(generator, "features"):
             raise RescoreError(
                 "a predictor reads generator features but the generator has no features(wp, "
@@ -58,3 +66,28 @@ class ScoringPass(nn.Module):
             inputs = [by_layer[layer] for layer in reads] if reads else images
             scores.append(predictor(inputs).float())
         return torch.cat(scores, dim=1)
+
+
+def predictor_ranges(predictor: Predictor) -> tuple[tuple[float, float] | None, ...]:
+    """The declared score range of each of a predictor's semantics (None: not declared)."""
+    names = tuple(predictor.semantic_names)
+    per_semantic = getattr(predictor, "score_ranges", None)
+    if per_semantic is None:
+        per_semantic = (getattr(predictor, "score_range", None),) * len(names)
+    if len(per_semantic) != len(names):
+        raise RescoreError(
+            f"{type(predictor).__name__}.score_ranges has {len(per_semantic)} entries for "
+            f"{len(names)} semantics; give one (lo, hi) or None per semantic"
+        )
+    ranges = []
+    for name, declared in zip(names, per_semantic, strict=True):
+        if declared is None:
+            ranges.append(None)
+            continue
+        low, high = (float(v) for v in declared)
+        if not low < high:
+            raise RescoreError(
+                f"score range of '{name}' is ({low}, {high}); declare (lo, hi) with lo < hi"
+            )
+        ranges.append((low, high))
+    return tuple(ranges)

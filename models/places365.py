@@ -181,6 +181,9 @@ class Places365Predictor(nn.Module):
         self.semantic_names = tuple(f"category_{name}" for name in self.category_names) + (
             self.attribute_names
         )
+        # Probabilities lie in [0, 1]; attribute scores are unbounded (no declared range).
+        self.score_range = None
+        self.score_ranges = ((0.0, 1.0),) * num_categories + (None,) * len(self.attribute_names)
         self.eval()
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:

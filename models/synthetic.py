@@ -283,6 +283,21 @@ class SyntheticScenePredictor(nn.Module):
     """
 
     semantic_names: tuple[str, ...] = FACTOR_NAMES
+    # Hard bounds where the measurement guarantees one (pixels in [0, 1]): box height from a
+    # clamped area, a weighted mean of pixel centres, band brightness / WALL_VALUE, hue in
+    # [_HUE_WRAP - 1, _HUE_WRAP), saturation 1 - min/max; the others are estimates (None).
+    score_range = None
+    score_ranges = (
+        None,  # horizon
+        None,  # tilt
+        (0.0, 1.0 / math.sqrt(BOX_ASPECT)),  # object_size
+        (0.0, 1.0),  # object_x
+        None,  # object_presence
+        (0.0, 1.0 / WALL_VALUE),  # lighting
+        None,  # clutter
+        (_HUE_WRAP - 1.0, _HUE_WRAP),  # palette_hue
+        (0.0, 1.0),  # palette_saturation
+    )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, R, R] float32 in [-1, 1] -> scores [B, F] (`semantic_names` order)."""

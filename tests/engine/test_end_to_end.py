@@ -32,7 +32,7 @@ def test_rescoring_recovers_the_synthetic_hierarchy(tmp_path):
         BackendSpec("torch", "cpu"),
         SampleConfig(num_samples=3000, seed=0, chunk_size=1000, batch_size=250),
         FitConfig(chosen_num=450, space="w"),
-        RescoreConfig(num_latents=120, chunk_size=60, batch_size=250),
+        RescoreConfig(num_latents=120, chunk_size=60, batch_size=60),
         progress=False,
     )
     truth = build_synthetic().factor_layers

@@ -100,3 +100,13 @@ class KillerPredictor(ToyPredictor):
 
 def build_killer_predictor(path: Path | None) -> nn.Module:
     return KillerPredictor()
+
+
+class BoundedToyPredictor(ToyPredictor):
+    """ToyPredictor declaring its true range: channel means of tanh images lie in [-1, 1]."""
+
+    score_range = (-1.0, 1.0)
+
+
+def build_bounded_toy_predictor(path: Path | None) -> nn.Module:
+    return BoundedToyPredictor()
