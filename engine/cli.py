@@ -204,6 +204,14 @@ def _batch(batch_size: int | None, device: str) -> int:
     return 32 if on_gpu else 4
 
 
+def _micro_batch(batch_size: int | None, device: str, chunk_size: int) -> int:
+    """The batch size of the micro-batch grid: the one asked for, else the largest divisor of the
+    chunk size up to the device default (scores must not depend on the chunking)."""
+    if batch_size is not None:
+        return _batch(batch_size, device)
+    return math.gcd(_batch(None, device), max(chunk_size, 1))
+
+
 def _grid(chunk_size: int, batch_size: int) -> tuple[int, int]:
     """(chunk, batch) with the chunk rounded up to a multiple of the batch (the micro-batch grid
     that keeps scores independent of the chunking)."""
@@ -437,7 +445,7 @@ def rescore(
         seed,
         distance,
         chunk_size,
-        _batch(batch_size, device),
+        _micro_batch(batch_size, device, chunk_size),
         target,
         ci_method=ci,
         force_family=force_family,
@@ -888,7 +896,13 @@ def name(
             f"sefa -o {out}` first or pass -b PATH"
         )
     config = NameConfig(
-        num, distance, seed, chunk_size, _batch(batch_size, device), top, min_effect
+        num,
+        distance,
+        seed,
+        chunk_size,
+        _micro_batch(batch_size, device, chunk_size),
+        top,
+        min_effect,
     )
     backend_spec = _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size)
     naming = name_step(run, backend_spec, config, paths, spec=spec, progress=not quiet)

@@ -82,7 +82,7 @@ def finished_run(tmp_path_factory):
                 "-s",
                 "green",
                 "--rescore-num",
-                "8",
+                "64",
                 "-q",
             ],  # fmt: skip
         )
@@ -129,8 +129,8 @@ def test_a_fresh_process_reads_a_finished_run_through_the_public_surface(finishe
         ["red", "w", "toy_models:build_toy_generator", [1, 6]],
     ]
     assert found["table_shape"] == [2, 5, 4] and found["layers"] == ["all", "0", "1", "2", "3"]
-    assert found["k"] == [8, 8] and found["samples"] == 150 and found["w_rows"] == 3
-    assert found["manipulated"] == [8, 2, 5, 4]
+    assert found["k"] == [64, 64] and found["samples"] == 150 and found["w_rows"] == 3
+    assert found["manipulated"] == [64, 2, 5, 4]
     assert found["peak_red"] == found["summary_peak_red"] == 0  # red lives in layer 0
 
     csv_rows = (finished_run / "rescore.csv").read_text().splitlines()

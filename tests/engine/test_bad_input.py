@@ -267,7 +267,7 @@ ROWS = [
     ),
     Row(
         "condition-read-only",
-        ["condition", "{red}", "--on", "{red}", "--output", "{tmp}/c"],
+        ["condition", "{red}", "--on", "{green}", "--output", "{tmp}/c"],
         "Read-only file system",
         _deny("os.replace"),
     ),
@@ -384,6 +384,7 @@ def test_bad_input_is_one_line_and_exit_2(row, finished_run, tmp_path, monkeypat
         "run": str(run),
         "tmp": str(tmp_path),
         "red": str(run / "boundaries" / "red.npy"),
+        "green": str(run / "boundaries" / "green.npy"),
         "onnx": str(tmp_path / "onnx"),
     }
     args = [a.format(**places) for a in row.args]

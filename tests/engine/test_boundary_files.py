@@ -31,6 +31,9 @@ TOY = [
 ]
 
 
+MODELS = TOY[:4]  # a plug-in recorded in a store is named again (the store never imports it)
+
+
 def _unit(shape, seed=0):
     normal = np.random.default_rng(seed).normal(size=shape).astype(np.float32)
     return normal / np.linalg.norm(normal, axis=-1, keepdims=True)
@@ -229,7 +232,8 @@ def _fresh(run, tmp_path):
 def test_bad_boundaries_through_every_command(toy_run, tmp_path):
     bad = tmp_path / "red_boundary.npy"
     _write_bad(bad, "npz")
-    for command in (["rescore", "-n", "4", "--backend", "torch", "-q"], ["project"], ["grid"]):
+    commands = (["rescore", *MODELS, "-n", "4", "--backend", "torch", "-q"], ["project"])
+    for command in (*commands, ["grid", *MODELS]):
         _fails([command[0], "-o", str(toy_run), "-b", str(bad), *command[1:]], "npz archive")
     wide = tmp_path / "wide.npy"
     np.save(wide, _unit((1, 7)))
@@ -246,11 +250,11 @@ def test_boundaries_of_another_store_through_the_cli(toy_run, tmp_path):
     assert runner.invoke(app, [*args, "-q"]).exit_code == 0
     fitted = str(toy_run / "boundaries")
     _fails(
-        ["rescore", "-o", str(other), "-b", fitted, "-n", "4", "--backend", "torch", "-q"],
+        ["rescore", "-o", str(other), *MODELS, "-b", fitted, "-n", "4", "--backend", "torch", "-q"],
         "--force-store",
     )
     _fails(["project", "-o", str(other), "-b", fitted], "--force-store")
-    _fails(["grid", "-o", str(other), "-b", f"{fitted}/red.npy"], "--force-store")
+    _fails(["grid", "-o", str(other), *MODELS, "-b", f"{fitted}/red.npy"], "--force-store")
     forced = runner.invoke(app, ["project", "-o", str(other), "-b", fitted, "--force-store"])
     assert forced.exit_code == 0, forced.output
 
@@ -263,7 +267,7 @@ def test_boundaries_of_another_family_through_the_cli(toy_run, tmp_path):
     )
     run = str(_fresh(toy_run, tmp_path))
     _fails(
-        ["rescore", "-o", run, "-b", str(foreign), "-n", "4", "--backend", "torch", "-q"],
+        ["rescore", "-o", run, *MODELS, "-b", str(foreign), "-n", "4", "--backend", "torch", "-q"],
         "--force-family",
     )
     result = runner.invoke(
@@ -272,6 +276,7 @@ def test_boundaries_of_another_family_through_the_cli(toy_run, tmp_path):
             "rescore",
             "-o",
             run,
+            *MODELS,
             "-b",
             str(foreign),
             "-n",
@@ -294,6 +299,7 @@ def test_no_matching_boundary_is_said_in_one_line(toy_run, tmp_path):
             "rescore",
             "-o",
             run,
+            *MODELS,
             "-b",
             str(tmp_path / "sky_boundary.npy"),
             "-n",
@@ -318,6 +324,7 @@ def test_no_boundaries_line_when_the_directory_does_not_exist(toy_run, tmp_path)
             "rescore",
             "-o",
             str(out),
+            *MODELS,
             "-b",
             str(tmp_path / "red_boundary.npy"),
             "-n",
@@ -388,11 +395,26 @@ def test_manipulate_layers_drive_grid_and_summary(toy_run, tmp_path):
         higan, {"boundary": normal, "meta_data": {"manipulate_layers": "1-2"}}, allow_pickle=True
     )
     run = _fresh(toy_run, tmp_path)
-    grid = runner.invoke(app, ["grid", "-o", str(run), "-b", str(higan), "-n", "1", "--steps", "3"])
+    grid = runner.invoke(
+        app, ["grid", "-o", str(run), *MODELS, "-b", str(higan), "-n", "1", "--steps", "3"]
+    )
     assert grid.exit_code == 0, grid.output
     assert (run / "grids" / "red_layers-1-2.png").is_file()
     result = runner.invoke(
-        app, ["rescore", "-o", str(run), "-b", str(higan), "-n", "4", "--backend", "torch", "-q"]
+        app,
+        [
+            "rescore",
+            "-o",
+            str(run),
+            *MODELS,
+            "-b",
+            str(higan),
+            "-n",
+            "4",
+            "--backend",
+            "torch",
+            "-q",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "summary.json").read_text())

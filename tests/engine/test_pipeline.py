@@ -111,7 +111,7 @@ def test_adaptive_k_stops_at_the_first_latent_where_the_sequence_meets_the_targe
     fit_step(run, FitConfig(chosen_num=100, semantics=("red", "blue")), progress=False)
     target = CiTarget(0.05, ("red", "blue"))
     config = RescoreConfig(num_latents=2000, chunk_size=64, batch_size=16, target=target)
-    table = rescore_step(run, CPU, config, spec=SPEC, progress=False)
+    table = rescore_step(run, CPU, config, spec=BOUNDED, progress=False)
     store = open_rescore(run.rescore_store)
     assert store.meta["finished"]["reason"] == "target_met"
     active = store.array("active")[:].astype(bool)

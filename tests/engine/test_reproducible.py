@@ -40,7 +40,7 @@ def _rescore(fitted, out, config):
 
     run = RunDirectory(out)
     shutil.copytree(fitted.root, out)
-    table = rescore_step(run, CPU, config, progress=False)
+    table = rescore_step(run, CPU, config, spec=BOUNDED, progress=False)
     return run, table
 
 
@@ -64,7 +64,7 @@ def test_stores_are_identical_across_chunk_sizes_and_a_resume(fitted, tmp_path):
     meta = dict(group.attrs["rescore"])
     meta.pop("finished")
     group.attrs["rescore"] = meta
-    rescore_step(small, CPU, RescoreConfig(300, 1, 2.0, 100, 4), progress=False)
+    rescore_step(small, CPU, RescoreConfig(300, 1, 2.0, 100, 4), spec=BOUNDED, progress=False)
     resumed, _ = _arrays(small)
     for name in ARRAYS:
         assert np.array_equal(resumed[name], b[name], equal_nan=True), name

@@ -48,8 +48,9 @@ def test_z_boundary_delta_equals_moving_z_by_hand(tmp_path):
     table = rescore_step(
         run,
         CPU,
-        RescoreConfig(num_latents=K, chunk_size=12, batch_size=7, distance=DISTANCE),
+        RescoreConfig(num_latents=K, chunk_size=12, batch_size=6, distance=DISTANCE),
         boundary_paths=[f"{tmp_path / 'red_boundary.npy'}:z"],
+        spec=SPEC,
         progress=False,
     )
     expected = _by_hand(latent_block(0, Stream.RESCORE, 0, K, 6), normal)
@@ -62,8 +63,9 @@ def test_z_boundary_delta_equals_moving_z_by_hand(tmp_path):
     as_w = rescore_step(
         w_run,
         CPU,
-        RescoreConfig(num_latents=K, chunk_size=12, batch_size=7, distance=DISTANCE),
+        RescoreConfig(num_latents=K, chunk_size=12, batch_size=6, distance=DISTANCE),
         boundary_paths=[f"{tmp_path / 'red_boundary.npy'}:w"],
+        spec=SPEC,
         progress=False,
     )
     assert not np.allclose(as_w.delta[0, 0], expected, rtol=1e-3)
@@ -81,24 +83,34 @@ def test_z_boundary_delta_equals_moving_z_by_hand(tmp_path):
 
 def test_z_boundaries_mix_with_w_boundaries_and_adaptive_k(tmp_path):
     run = RunDirectory(tmp_path / "run")
-    sample_step(run, SPEC, CPU, SampleConfig(40, 0, 20), progress=False)
+    # a bounded predictor: finite-sample intervals are never zero-width, so the target is met
+    bounded = ModelSpec(SPEC.generator, (ModelRef("toy_models:build_bounded_toy_predictor"),))
+    sample_step(run, bounded, CPU, SampleConfig(40, 0, 20), progress=False)
     normal = np.eye(6, dtype=np.float32)[:1]
     np.save(tmp_path / "red_boundary.npy", normal)
     np.save(tmp_path / "green_boundary.npy", np.eye(6, dtype=np.float32)[1:2])
-    from rescore.engine.rescore import CiTarget
+    from rescore.engine.rescore import CiTarget, open_rescore
 
     table = rescore_step(
         run,
         CPU,
-        RescoreConfig(num_latents=24, chunk_size=8, batch_size=8, target=CiTarget(10.0)),
+        RescoreConfig(
+            num_latents=96, chunk_size=8, batch_size=8, target=CiTarget(10.0, ("red", "green"))
+        ),
         boundary_paths=[f"{tmp_path / 'red_boundary.npy'}:z", tmp_path / "green_boundary.npy"],
+        spec=bounded,
         progress=False,
     )
-    assert table.counts.tolist() == [8, 8]  # a wide target is met after one chunk, Z included
+    # a wide target is met long before K = 96 (once enough gains are non-zero), Z included
+    assert all(2 <= k < 96 for k in table.counts.tolist())
+    assert open_rescore(run.rescore_store).meta["finished"]["reason"] == "target_met"
     assert np.isnan(table.delta[0, 1:]).all() and np.isfinite(table.delta[1]).all()
     summary = report_step(run, table)
-    assert summary["boundaries"]["green"]["peak_layer"] == 1
+    assert summary["boundaries"]["green"]["space"] == "w"
+    assert summary["boundaries"]["green"]["layer_delta"]  # ranked per layer (maybe "no effect")
+    assert summary["boundaries"]["red"]["space"] == "z"
     assert summary["boundaries"]["red"]["peak_layer"] is None
+    assert summary["boundaries"]["red"]["layer_delta"] == []
 
 
 def test_z_grid_moves_z_and_maps_again(tmp_path):
