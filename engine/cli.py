@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import importlib
 import logging
 import math
 import shutil
@@ -13,17 +14,48 @@ from typing import Annotated
 
 import typer
 
-from rescore.export.backends import BackendSpec
 from rescore.models.errors import RescoreError
-from rescore.models.registry import GeneratorOptions, ModelRef
 
-from . import pipeline
-from .fit import FitConfig
 from .layout import RunDirectory
-from .rescore import CiTarget, RescoreConfig
-from .sample import SampleConfig
-from .spec import ModelSpec, SpecOverride, check_options
-from .stats import CI_METHODS
+
+
+class _Lazy:
+    """`module` (or its attribute `name`), imported on first use. torch, numba, onnx and
+    scikit-learn load only when a command runs, so `rescore --help`, `rescore CMD --help` and
+    usage errors answer at once."""
+
+    def __init__(self, module: str, name: str | None = None) -> None:
+        self._module, self._name = module, name
+
+    def _target(self):
+        module = importlib.import_module(self._module)
+        return module if self._name is None else getattr(module, self._name)
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._target(), attribute)
+
+    def __call__(self, *args, **kwargs):
+        return self._target()(*args, **kwargs)
+
+    def __iter__(self):
+        return iter(self._target())
+
+    def __contains__(self, item) -> bool:
+        return item in self._target()
+
+
+pipeline = _Lazy("rescore.engine.pipeline")
+BackendSpec = _Lazy("rescore.export.backends", "BackendSpec")
+GeneratorOptions = _Lazy("rescore.models.registry", "GeneratorOptions")
+ModelRef = _Lazy("rescore.models.registry", "ModelRef")
+FitConfig = _Lazy("rescore.engine.fit", "FitConfig")
+CiTarget = _Lazy("rescore.engine.rescore", "CiTarget")
+RescoreConfig = _Lazy("rescore.engine.rescore", "RescoreConfig")
+SampleConfig = _Lazy("rescore.engine.sample", "SampleConfig")
+ModelSpec = _Lazy("rescore.engine.spec", "ModelSpec")
+SpecOverride = _Lazy("rescore.engine.spec", "SpecOverride")
+check_options = _Lazy("rescore.engine.spec", "check_options")
+CI_METHODS = _Lazy("rescore.engine.stats", "CI_METHODS")
 
 app = typer.Typer(
     add_completion=False,
@@ -44,10 +76,10 @@ def _startup(
     ] = None,
 ) -> None:
     """rescore: layer-wise semantic analysis of GANs (HiGAN re-scoring at scale)."""
-    from rescore.export.threads import apply_thread_budget
+    from rescore.export.threads import request_thread_budget
 
     try:
-        apply_thread_budget(threads)
+        request_thread_budget(threads)  # applied when a command runs: help stays instant
     except RescoreError as error:
         typer.echo(f"rescore: error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -113,6 +145,9 @@ def _user_errors(command):
     def wrapper(*args, **kwargs):
         created = _first_missing(kwargs.get("out"))
         try:
+            from rescore.export.threads import apply_thread_budget
+
+            apply_thread_budget()  # torch, numba and ONNX Runtime: one --threads budget
             return command(*args, **kwargs)
         except RescoreError as error:
             _remove_if_empty(created)

@@ -23,6 +23,7 @@ import sys
 from rescore.models.errors import RescoreError
 
 _applied: int | None = None
+_requested: int | None = None  # --threads, recorded at startup, applied when a command runs
 
 
 def available_cpus() -> int:
@@ -46,10 +47,21 @@ def thread_budget() -> int:
     return _applied if _applied is not None else default_threads()
 
 
+def request_thread_budget(threads: int | None) -> None:
+    """Record the budget asked for (`--threads`) without importing torch or numba, so that help
+    and usage errors stay instant; `apply_thread_budget()` applies it before the work starts."""
+    global _requested
+    if threads is not None and threads < 1:
+        raise RescoreError(f"--threads must be at least 1, got {threads}")
+    _requested = threads
+
+
 def apply_thread_budget(threads: int | None = None) -> int:
     """Set torch's and numba's thread counts (and ONNX Runtime's, through `thread_budget`) to
-    one budget; returns it. Call once at startup, before any parallel work."""
+    one budget (`threads`, else the requested one, else the default); returns it. Call once at
+    startup, before any parallel work."""
     global _applied
+    threads = _requested if threads is None else threads
     budget = default_threads() if threads is None else int(threads)
     if budget < 1:
         raise RescoreError(f"--threads must be at least 1, got {threads}")

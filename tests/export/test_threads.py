@@ -64,6 +64,7 @@ def test_the_cli_applies_the_budget_once_at_startup(tmp_path, monkeypatch):
 
     before = torch.get_num_threads()
     monkeypatch.setattr(threads, "_applied", None)
+    monkeypatch.setattr(threads, "_requested", None)
     try:
         result = CliRunner().invoke(app, ["--threads", "0", "report", "-o", str(tmp_path)])
         assert result.exit_code == 2 and "--threads must be at least 1" in result.output
