@@ -68,6 +68,36 @@ class ScoringSession(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+def score_layer_sets(
+    session: ScoringSession,
+    wp: np.ndarray,
+    directions: np.ndarray,
+    layer_sets: np.ndarray,
+    distance: float,
+    batch_size: int,
+) -> np.ndarray:
+    """Scores of every code moved along every direction on every layer set: [M, K, n, S].
+
+    wp [n, L, D]; directions [M, L, D]; layer_sets [K, L] bool; code (m, k, i) is
+    ``wp[i, l] + distance * directions[m, l]`` on the layers of set k, ``wp[i, l]`` elsewhere (as
+    `rescore.kernels.manipulate` builds it). A session with its own ``score_layer_sets`` (e.g.
+    generator-prefix reuse) answers; otherwise every code is built and scored, `batch_size` at a
+    time: the reference path.
+    """
+    fast = getattr(session, "score_layer_sets", None)
+    if fast is not None:
+        return fast(wp, directions, layer_sets, distance, batch_size)
+    steps = (np.float32(distance) * np.asarray(directions, np.float32)).astype(np.float32)
+    mask = np.asarray(layer_sets, bool)[None, :, None, :, None]  # [1, K, 1, L, 1]
+    moved = np.where(mask, steps[:, None, None], np.float32(0.0))  # [M, K, 1, L, D]
+    codes = (np.asarray(wp, np.float32)[None, None] + moved).astype(np.float32)  # [M, K, n, L, D]
+    flat = codes.reshape(-1, *codes.shape[3:])
+    scores = np.concatenate(
+        [session.score(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)]
+    )
+    return scores.reshape(*codes.shape[:3], -1)
+
+
 def latent_geometry(generator: Generator) -> LatentGeometry:
     """The generator's latent shapes, w_avg and truncation, as host arrays."""
     return LatentGeometry(
