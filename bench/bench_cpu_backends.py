@@ -130,8 +130,10 @@ def main() -> None:
                     best = winners.get(workload.label)
                     if error <= PARITY and (best is None or rate > best[1]):
                         winners[workload.label] = (f"{label}, batch {batch}", rate)
-    print(f"\n{header}\n|{'-' * 32}|{'-' * 30}|------:|------:|---------:|-----------:|"
-          f"------------:|-------:|")
+    print(
+        f"\n{header}\n|{'-' * 32}|{'-' * 30}|------:|------:|---------:|-----------:|"
+        f"------------:|-------:|"
+    )
     print("\n".join(rows))
     for model, (label, rate) in winners.items():
         print(f"fastest at equal scores (<= {PARITY:g}) for {model}: {label} ({rate:.2f} img/s)")

@@ -69,7 +69,9 @@ def main() -> None:
         workload = stylegan_places(Path(tmp), images=max(images, latents))
         generator, predictor = workload.generator, workload.predictors[0]
         cache = Path(tmp) / "cache"
-        today = open_session(generator, [predictor], BackendSpec("onnxruntime", "cpu", cache_dir=cache))
+        today = open_session(
+            generator, [predictor], BackendSpec("onnxruntime", "cpu", cache_dir=cache)
+        )
         new = open_session(
             generator, [predictor], BackendSpec("auto", "cpu", cache_dir=cache, max_batch=batch)
         )
@@ -128,8 +130,8 @@ def main() -> None:
     reference_sample, reference_rescore = sample["HiGAN-style"][1], rescore["HiGAN-style"][1]
     base_sample, base_rescore = sample["HiGAN-style"][0], rescore["HiGAN-style"][0]
     print(
-        f"\n| path | sample+score img/s | vs HiGAN-style | % FMA peak | rescoring s/latent "
-        f"| vs HiGAN-style | max rel diff |"
+        "\n| path | sample+score img/s | vs HiGAN-style | % FMA peak | rescoring s/latent "
+        "| vs HiGAN-style | max rel diff |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for path in sample:

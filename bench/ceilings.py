@@ -87,7 +87,7 @@ class Ceilings:
             f"FMA peak (measured, used for % of peak): {self.fma.flops / 1e9:7.1f} GFLOP/s  "
             f"({self.fma.how})",
             f"FMA peak per core per CPU-second:       {self.core.flops / 1e9:7.1f} GFLOP/s  "
-            f"(x {self.threads} = {self.core.flops * self.threads / 1e9:.1f} if the CPUs were ours)",
+            f"(x {self.threads} = {self.core.flops * self.threads / 1e9:.1f} on CPUs of our own)",
             f"FMA peak (nominal, not used):           {self.nominal.flops / 1e9:7.1f} GFLOP/s  "
             f"({self.nominal.how})",
         ]
@@ -136,7 +136,10 @@ def fma_peak(threads: int, repeats: int = 3, seconds: float = 0.4) -> tuple[Rate
         best, core, lanes, chains = 0.0, 0.0, 0, 0
         for _ in range(repeats):
             out = subprocess.run(
-                [str(binary), str(threads), str(seconds)], check=True, capture_output=True, text=True
+                [str(binary), str(threads), str(seconds)],
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout.split()
             best = max(best, float(out[0]) * 1e9)
             core = max(core, float(out[3]) * 1e9 / threads)
@@ -220,7 +223,9 @@ def ort_matmul_and_conv(threads: int, repeats: int = 3) -> tuple[Rate, Rate] | N
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
 
-    matmul = session(helper.make_node("MatMul", ["a", "b"], ["out"]), [("a", square), ("b", square)])
+    matmul = session(
+        helper.make_node("MatMul", ["a", "b"], ["out"]), [("a", square), ("b", square)]
+    )
     conv = session(
         helper.make_node("Conv", ["x", "weight"], ["out"], pads=[1, 1, 1, 1]),
         [("x", list(CONV_SHAPE))],
@@ -233,7 +238,9 @@ def ort_matmul_and_conv(threads: int, repeats: int = 3) -> tuple[Rate, Rate] | N
     conv_flops = 2.0 * batch * height * width * channels * channels * 9
     return (
         Rate(2.0 * MATMUL_SIZE**3 / matmul_s, f"MatMul {MATMUL_SIZE}^3 fp32, best of {repeats}"),
-        Rate(conv_flops / conv_s, f"Conv 3x3 {list(CONV_SHAPE)} -> {channels} ch, best of {repeats}"),
+        Rate(
+            conv_flops / conv_s, f"Conv 3x3 {list(CONV_SHAPE)} -> {channels} ch, best of {repeats}"
+        ),
     )
 
 

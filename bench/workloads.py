@@ -1,10 +1,10 @@
 """The models the benchmarks score, and the measurements they share.
 
-    stylegan_places(directory, resolution)   StyleGAN + Places365, random weights written and read
-                                             back in the published file formats
-    synthetic_scene(resolution)              the synthetic scene model and its pixel predictor
-    flops_per_image(pass, codes)             counted by torch.utils.flop_counter (2 per FMA)
-    images_per_second(session, wp, batch)    warm-up, then one timed pass over wp
+stylegan_places(directory, resolution)   StyleGAN + Places365, random weights written and read
+                                         back in the published file formats
+synthetic_scene(resolution)              the synthetic scene model and its pixel predictor
+flops_per_image(pass, codes)             counted by torch.utils.flop_counter (2 per FMA)
+images_per_second(session, wp, batch)    warm-up, then one timed pass over wp
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ class Workload:
 
 def stylegan_places(directory: Path, resolution: int = 256, images: int = 8) -> Workload:
     """StyleGAN-`resolution` + Places365 with seeded random weights in the published formats."""
-    generator = load_stylegan(save_random_stylegan(Path(directory) / "g.pth", resolution=resolution))
+    generator = load_stylegan(
+        save_random_stylegan(Path(directory) / "g.pth", resolution=resolution)
+    )
     predictor = load_places365(write_random_places365(Path(directory) / "places365"))
     return _workload(f"StyleGAN-{resolution} + Places365", generator, [predictor], images)
 
@@ -47,9 +49,7 @@ def stylegan_places(directory: Path, resolution: int = 256, images: int = 8) -> 
 def synthetic_scene(resolution: int = 64, images: int = 64) -> Workload:
     """The synthetic scene generator and its pixel predictor (weightless measurements)."""
     generator = build_synthetic(resolution=resolution)
-    return _workload(
-        f"synthetic {resolution}px", generator, [build_synthetic_predictor()], images
-    )
+    return _workload(f"synthetic {resolution}px", generator, [build_synthetic_predictor()], images)
 
 
 def flops_per_image(scoring_pass: ScoringPass, codes: torch.Tensor) -> float:

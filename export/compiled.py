@@ -141,7 +141,9 @@ class CompiledSession:
     def map(self, z: np.ndarray) -> np.ndarray:
         """z [B, Z] -> w [B, D], eager fp32 (the mapping is a few small matmuls)."""
         _check_shape(z, (self.geometry.z_dim,), "z")
-        w = self.generator.map(torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device))
+        w = self.generator.map(
+            torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device)
+        )
         return w.float().cpu().numpy()
 
     def score(self, wp: np.ndarray) -> np.ndarray:

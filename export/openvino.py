@@ -128,6 +128,8 @@ class OpenVinoSession:
         """wp [B, L, D] -> uint8 images [B, H, W, 3], quantized as `quantize_images` does."""
         _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
         if self._synthesis is None:
-            self._synthesis = _CompiledGraph(self._core, self.graphs.graph("synthesis"), self._config)
+            self._synthesis = _CompiledGraph(
+                self._core, self.graphs.graph("synthesis"), self._config
+            )
         images = self._synthesis.run(wp)  # [B, 3, H, W]
         return quantize_images(torch.from_numpy(images)).numpy()
