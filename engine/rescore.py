@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rescore.export.session import ScoringSession
-from rescore.kernels.manipulate import layer_sets_all_and_each, manipulate
+from rescore.export.session import ScoringSession, score_layer_sets
+from rescore.kernels.manipulate import layer_sets_all_and_each
 
 from .boundary import Boundary
 from .errors import ScoreError
@@ -151,10 +151,15 @@ def rescore_boundaries(
             bar.update(count)
             manipulated = np.full((count, m, k, s), np.nan, dtype=np.float32)
             for b in np.flatnonzero(active):
-                codes = manipulate(wp, directions[b : b + 1], layer_sets, config.distance)[0]
-                flat = codes.reshape(k * count, num_layers, geometry.w_dim)  # [K*n, L, D]
-                scores = score_codes(session, flat, config.batch_size).reshape(k, count, s)
-                manipulated[:, b] = scores.transpose(1, 0, 2)  # [n, K, S]
+                scores = score_layer_sets(  # reuses the generator prefix where the session can
+                    session,
+                    wp,
+                    directions[b : b + 1],
+                    layer_sets,
+                    config.distance,
+                    config.batch_size,
+                )
+                manipulated[:, b] = scores[0].transpose(1, 0, 2)  # [1, K, n, S] -> [n, K, S]
                 bar.update(k * count)
             store.write_chunk(
                 index,
