@@ -44,6 +44,13 @@ def import_openvino() -> Any:
     return openvino
 
 
+def open_openvino(
+    graphs: GraphFiles, geometry: LatentGeometry, semantic_names: tuple[str, ...]
+) -> OpenVinoSession:
+    """The session `open_session` hands out: latency hint, one thread per CPU."""
+    return OpenVinoSession(graphs, geometry, semantic_names)
+
+
 class _CompiledGraph:
     """One ONNX graph, compiled by OpenVINO for each batch size it is run at."""
 
