@@ -80,7 +80,7 @@ def open_session(
         if spec.precision != "fp32":
             raise BackendUnavailableError(
                 f"the torch backend runs fp32 only (asked for {spec.precision}); use "
-                f"--precision fp32, or --backend tensorrt for reduced precision"
+                f"--precision fp32, or --backend tensorrt or compiled for reduced precision"
             )
         return TorchSession(generator, predictors, device)
     if backend == "onnxruntime":
@@ -90,7 +90,7 @@ def open_session(
         if spec.precision != "fp32":
             raise BackendUnavailableError(
                 f"the onnxruntime backend runs fp32 only (asked for {spec.precision}); use "
-                f"--precision fp32, or --backend tensorrt for reduced precision"
+                f"--precision fp32, or --backend tensorrt or compiled for reduced precision"
             )
         return OrtSession(*_compiled_inputs(generator, predictors, spec), device=device)
     if backend == "openvino":
