@@ -9,6 +9,7 @@ paths run in this process, side by side, after a warm-up, on the same codes:
                      manipulate + score for re-scoring
     new default      what `auto` runs now, and `score_layer_sets` for re-scoring (generator
                      prefix reuse where the session has it)
+    torch + reuse    torch eager with generator-prefix reuse in re-scoring (`export/prefix.py`)
 
 Sample-and-score scores fresh codes; re-scoring moves each latent along one boundary at all layers
 and at each layer (K = L + 1 layer sets) and scores the originals too. Throughput is also given as
@@ -75,6 +76,7 @@ def main() -> None:
         new = open_session(
             generator, [predictor], BackendSpec("auto", "cpu", cache_dir=cache, max_batch=batch)
         )
+        eager = open_session(generator, [predictor], BackendSpec("torch", "cpu"))
         geometry = today.geometry
         wp = workload.wp[:images]
         print(
@@ -89,12 +91,14 @@ def main() -> None:
         naive_scores(generator, predictor, wp[:4], cpu)
         score_codes(today, wp[:batch], batch)
         score_codes(new, wp[:batch], batch)
+        score_codes(eager, wp[:batch], batch)
 
         # 1. sample-and-score: fresh codes through the whole pass
         sample = {
             "HiGAN-style": timed(lambda: naive_scores(generator, predictor, wp, cpu)),
             "today's default": timed(lambda: score_codes(today, wp, batch)),
             "new default": timed(lambda: score_codes(new, wp, batch)),
+            "torch + reuse": timed(lambda: score_codes(eager, wp, batch)),
         }
 
         # 2. layer-wise re-scoring: one boundary, all layers + each layer, plus the originals
@@ -125,6 +129,7 @@ def main() -> None:
             "HiGAN-style": timed(naive_rescore),
             "today's default": timed(lambda: session_rescore(today, reuse=False)),
             "new default": timed(lambda: session_rescore(new, reuse=True)),
+            "torch + reuse": timed(lambda: session_rescore(eager, reuse=True)),
         }
 
     reference_sample, reference_rescore = sample["HiGAN-style"][1], rescore["HiGAN-style"][1]
