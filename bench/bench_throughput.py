@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="rescore's batch size")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    images = args.images or (8 if args.quick else 32)
+    images = args.images or (4 if args.quick else 32)
     latents = args.latents or (1 if args.quick else 2)
     batch = args.batch_size
     cpu = torch.device("cpu")
