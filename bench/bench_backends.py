@@ -1,9 +1,9 @@
 """Images/s of the fused scoring pass on every backend available here, in one run.
 
 StyleGAN-256 + Places365 with random weights in the published formats. Each backend available
-(torch eager, ONNX Runtime, TensorRT at each precision) scores the same codes at several batch
+(torch eager, ONNX Runtime, TensorRT and the `compiled` backend at each precision) scores the same codes at several batch
 sizes, after a warm-up; the baselines are torch eager in the same run and the naive
-reference-style loop of `bench_throughput.naive_scores` (batches of 4, uint8 images on the host,
+reference-style loop of `higan_style.naive_scores` (batches of 4, uint8 images on the host,
 a PIL resize per image). FLOPs per image are counted on the fused pass
 (`torch.utils.flop_counter`). On the CPU each backend's achieved FLOP/s is given as % of the
 machine's FMA peak, measured in this run by a compiled FMA loop (`ceilings.py`), next to % of the
@@ -11,7 +11,7 @@ best conv and matmul torch and ONNX Runtime reach; on a GPU against the fp32 mat
 here (a library ceiling, labelled as such: not the GPU's peak).
 
     python bench/bench_backends.py                       # CPU defaults, a few minutes on 2 cores
-    python bench/bench_backends.py --device cuda --batch-sizes 8 32 64 --images 256
+    python bench/bench_backends.py --device cuda --batch-sizes 32 64 128 256 --images 512
     python bench/bench_backends.py --ort-variants         # also ONNX Runtime settings on CPU
 """
 
@@ -73,6 +73,9 @@ def _backends(device: torch.device) -> list[tuple[str, str]]:
         ("tensorrt", "fp32"),
         ("tensorrt", "fp16"),
         ("tensorrt", "bf16"),
+        ("compiled", "fp32"),  # torch.compile + CUDA graphs: needs only torch and Triton
+        ("compiled", "bf16"),
+        ("compiled", "fp16"),
     ]
 
 
