@@ -1,8 +1,8 @@
 """Images/s of the fused scoring pass on every backend available here, in one run.
 
 StyleGAN-256 + Places365 with random weights in the published formats. Each backend available
-(torch eager, ONNX Runtime, TensorRT and the `compiled` backend at each precision) scores the same codes at several batch
-sizes, after a warm-up; the baselines are torch eager in the same run and the naive
+(torch eager, ONNX Runtime, TensorRT and `compiled` at each precision) scores the same codes at
+several batch sizes, after a warm-up; the baselines are torch eager in the same run and the naive
 reference-style loop of `higan_style.naive_scores` (batches of 4, uint8 images on the host,
 a PIL resize per image). FLOPs per image are counted on the fused pass
 (`torch.utils.flop_counter`). On the CPU each backend's achieved FLOP/s is given as % of the
