@@ -92,12 +92,12 @@ def test_bf16_keeps_the_synthetic_layer_ranking(synthetic):
     separated = np.abs(gap) > 2 * tolerance * scale
     assert separated.any()
     assert np.all(np.sign(gap[separated]) == np.sign(bf_gap[separated]))
-    # and each factor's own peak layer is the same
-    own = np.arange(len(directions))
-    assert np.array_equal(
-        np.abs(per_layer[own, :, own]).argmax(axis=1),
-        np.abs(per_layer_bf[own, :, own]).argmax(axis=1),
-    )
+    # and each factor's own peak layer under bf16 is one of its fp32 peak layers (ties within a
+    # layer group are broken by rounding)
+    for m in range(len(directions)):
+        own = np.abs(per_layer[m, :, m])  # [L]
+        peak_set = np.flatnonzero(own >= own.max() - 2 * tolerance * scale)
+        assert np.abs(per_layer_bf[m, :, m]).argmax() in peak_set
 
 
 def test_unsupported_requests_are_refused_before_compiling(synthetic):
