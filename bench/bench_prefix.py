@@ -48,6 +48,7 @@ def report(workload: Workload, latents: int, batch: int, repeats: int = 2) -> No
         predictors = workload.flops - synthesis
         saved_synthesis = 1 - spent / full
         saved_pass = (full - spent) / (full + len(sets) * predictors)
+    session.score_layer_sets(wp[:1], direction, sets, 2.0, batch)  # warm up its batch shapes
     reference_s = fast_s = float("inf")
     for _ in range(repeats):  # interleaved, best of each: the machine's load drifts
         start = time.perf_counter()

@@ -117,6 +117,9 @@ def main() -> None:
         )
         scored = len(flat) + latents
 
+        # the reuse path runs new batch shapes (one per entry stage): warm them up too
+        score_layer_sets(eager, chosen[:1], direction, layer_sets, 2.0, batch)
+
         def naive_rescore():
             return naive_scores(generator, predictor, np.concatenate([chosen, flat]), cpu)
 
