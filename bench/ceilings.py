@@ -142,7 +142,7 @@ def fma_peak(threads: int, repeats: int = 3, seconds: float = 0.4) -> tuple[Rate
                 text=True,
             ).stdout.split()
             best = max(best, float(out[0]) * 1e9)
-            core = max(core, float(out[3]) * 1e9 / threads)
+            core = max(core, float(out[3]) * 1e9)  # already FLOPs per CPU-second of one thread
             lanes, chains = int(out[1]), int(out[2])
     how = (
         f"bench/fma_peak.c, gcc -O3 -march=native, {threads} threads x {chains} chains of "
@@ -281,4 +281,4 @@ def _numba_fma_peak(threads: int, repeats: int) -> tuple[Rate, Rate]:
     cpu = (time.process_time() - start) / (repeats + 1)
     flops = iterations * 2.0 * lanes * chains * threads
     how = f"numba fallback (no gcc), {threads} threads x {chains} x {lanes} fp32 FMA chains"
-    return Rate(flops / seconds, how), Rate(flops / cpu / threads, how + ", per CPU-second")
+    return Rate(flops / seconds, how), Rate(flops / cpu, how + ", per CPU-second")
