@@ -48,7 +48,7 @@ Backend = Annotated[
     str,
     typer.Option(
         help="Scoring backend: auto (fastest here), torch, onnxruntime, tensorrt, compiled "
-        "(torch.compile; CUDA graphs on a GPU) or openvino (CPU)."
+        "(torch.compile; CUDA graphs on a GPU) or openvino (CPU, rescore[openvino])."
     ),
 ]
 Precision = Annotated[str, typer.Option(help="fp32, or fp16/bf16 (tensorrt or compiled backend).")]

@@ -8,8 +8,7 @@
     compiled     torch.compile (inductor) of the fused pass: CUDA graphs on a GPU, fp32 / bf16 /
                  fp16 autocast (the exact resize stays fp32); on the CPU fp32 (bf16 if supported)
     auto         the fastest available here: on a GPU tensorrt, else onnxruntime's CUDA EP, else
-                 torch; on the CPU openvino (measured fastest at equal scores, bench/RESULTS.md),
-                 else onnxruntime (also where openvino cannot read a graph), else torch. Logged.
+                 torch; on the CPU onnxruntime. Logged once.
 
 An explicit name never falls back: a missing package or GPU is a `BackendUnavailableError` naming
 the fix. Compiled backends export their graphs to a cache on first use (or take the files a user
@@ -84,23 +83,6 @@ def open_session(
                 f"--precision fp32, or --backend tensorrt or compiled for reduced precision"
             )
         return TorchSession(generator, predictors, device)
-    if backend == "openvino":
-        from .onnx import ExportError
-        from .openvino import import_openvino, open_openvino
-
-        import_openvino()  # fail fast, before any export work
-        if device.type != "cpu" or spec.precision != "fp32":
-            raise BackendUnavailableError(
-                f"the openvino backend runs fp32 on the CPU (asked for {spec.precision} on "
-                f"{device}); use --device cpu --precision fp32, or another --backend"
-            )
-        try:
-            return open_openvino(*_compiled_inputs(generator, predictors, spec))
-        except ExportError as error:
-            if spec.backend != "auto":
-                raise
-            _announce(f"backend auto: openvino cannot read these graphs ({error}); onnxruntime")
-            backend = "onnxruntime"
     if backend == "onnxruntime":
         from .ort import OrtSession, check_onnxruntime
 
@@ -111,6 +93,16 @@ def open_session(
                 f"--precision fp32, or --backend tensorrt or compiled for reduced precision"
             )
         return OrtSession(*_compiled_inputs(generator, predictors, spec), device=device)
+    if backend == "openvino":
+        from .openvino import import_openvino, open_openvino
+
+        import_openvino()  # fail fast, before any export work
+        if device.type != "cpu" or spec.precision != "fp32":
+            raise BackendUnavailableError(
+                f"the openvino backend runs fp32 on the CPU (asked for {spec.precision} on "
+                f"{device}); use --device cpu --precision fp32, or another --backend"
+            )
+        return open_openvino(*_compiled_inputs(generator, predictors, spec))
     if backend == "compiled":
         from .compiled import CompiledSession, check_compiled
 
@@ -140,11 +132,8 @@ def choose_backend(device: torch.device, precision: str = "fp32") -> str:
             return "tensorrt"
         if precision == "fp32":
             return "onnxruntime" if cuda_provider_available() else "torch"
-    elif precision == "fp32":  # measured side by side: bench/bench_cpu_backends.py, RESULTS.md
-        for backend in ("openvino", "onnxruntime"):
-            if _installed(backend):
-                return backend
-        return "torch"
+    elif precision == "fp32":
+        return "onnxruntime" if _installed("onnxruntime") else "torch"
     raise BackendUnavailableError(
         f"precision {precision} needs the tensorrt backend on a CUDA GPU (here: {device}, "
         f"tensorrt {'installed' if _installed('tensorrt') else 'missing'}); "

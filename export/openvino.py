@@ -39,7 +39,7 @@ def import_openvino() -> Any:
     except ImportError as error:
         raise BackendUnavailableError(
             f"the openvino backend needs the openvino package ({error}); "
-            f"pip install openvino (a dependency of rescore), or use --backend onnxruntime"
+            f"pip install rescore[openvino], or use --backend onnxruntime"
         ) from error
     return openvino
 
@@ -59,8 +59,7 @@ class _CompiledGraph:
             self._model = core.read_model(str(graph.path))
         except Exception as error:  # openvino raises its own untyped errors
             raise ExportError(
-                f"openvino cannot read {graph.path} ({error}); export it again or use "
-                f"--backend onnxruntime"
+                f"openvino cannot read {graph.path} ({error}); export it again"
             ) from error
         self._core = core
         self._config = config

@@ -33,11 +33,8 @@ def no_export(monkeypatch):
     monkeypatch.setattr(GraphFiles, "given", refuse)
 
 
-def test_auto_on_cpu_runs_onnxruntime_and_says_so_once(
-    synthetic, synthetic_export, caplog, monkeypatch
-):
+def test_auto_on_cpu_runs_onnxruntime_and_says_so_once(synthetic, synthetic_export, caplog):
     generator, predictor = synthetic
-    monkeypatch.setitem(sys.modules, "openvino", None)  # auto's first CPU choice, missing
     backends._announce.cache_clear()
     spec = BackendSpec("auto", "cpu", onnx_dir=synthetic_export.directory)
     with caplog.at_level(logging.INFO, logger="rescore.export.backends"):
@@ -55,7 +52,6 @@ def test_explicit_torch_and_auto_without_onnxruntime(synthetic, monkeypatch, no_
     session = open_session(generator, [predictor], BackendSpec("torch", "cpu"))
     assert isinstance(session, TorchSession) and session.info.backend == "torch"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    monkeypatch.setitem(sys.modules, "openvino", None)
     assert choose_backend(torch.device("cpu")) == "torch"
     with pytest.raises(BackendUnavailableError, match="pip install onnxruntime"):
         open_session(generator, [predictor], BackendSpec("onnxruntime", "cpu"))
@@ -90,9 +86,6 @@ def test_auto_picks_the_fastest_installed_backend_for_the_device(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
     assert choose_backend(cuda) == "tensorrt"
     assert choose_backend(cuda, "bf16") == "tensorrt"
-    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))
-    assert choose_backend(cpu) == "openvino"  # measured fastest on the CPU (bench/RESULTS.md)
-    monkeypatch.setitem(sys.modules, "openvino", None)
     assert choose_backend(cpu) == "onnxruntime"
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     # plain onnxruntime here: no CUDA provider, so torch on the GPU beats onnxruntime on the CPU
