@@ -1,15 +1,17 @@
 """Images/s of the fused scoring pass on every backend available here, in one run.
 
 StyleGAN-256 + Places365 with random weights in the published formats. Each backend available
-(torch eager, ONNX Runtime, TensorRT at each precision) scores the same codes at several batch
-sizes, after a warm-up; the baselines are torch eager in the same run and the naive
-reference-style loop of `bench_throughput.naive_scores` (batches of 4, uint8 images on the host,
+(torch eager, ONNX Runtime, TensorRT and `compiled` at each precision) scores the same codes at
+several batch sizes, after a warm-up; the baselines are torch eager in the same run and the naive
+reference-style loop of `higan_style.naive_scores` (batches of 4, uint8 images on the host,
 a PIL resize per image). FLOPs per image are counted on the fused pass
-(`torch.utils.flop_counter`), and each backend's achieved FLOP/s is set against the fp32 matmul
-peak measured in this run on the same device.
+(`torch.utils.flop_counter`). On the CPU each backend's achieved FLOP/s is given as % of the
+machine's FMA peak, measured in this run by a compiled FMA loop (`ceilings.py`), next to % of the
+best conv and matmul torch and ONNX Runtime reach; on a GPU against the fp32 matmul rate measured
+here (a library ceiling, labelled as such: not the GPU's peak).
 
     python bench/bench_backends.py                       # CPU defaults, a few minutes on 2 cores
-    python bench/bench_backends.py --device cuda --batch-sizes 8 32 64 --images 256
+    python bench/bench_backends.py --device cuda --batch-sizes 32 64 128 256 --images 512
     python bench/bench_backends.py --ort-variants         # also ONNX Runtime settings on CPU
 """
 
@@ -23,31 +25,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_throughput import naive_scores
-from torch.utils.flop_counter import FlopCounterMode
+from ceilings import measure_ceilings
+from higan_style import naive_scores
+from workloads import flops_per_image, images_per_second, relative_error
 
 from rescore.engine.latents import Stream, latent_block
-from rescore.engine.scoring import map_latents, score_codes
+from rescore.engine.scoring import map_latents
 from rescore.export.backends import BackendSpec, open_session
 from rescore.export.graphs import GraphFiles
 from rescore.export.ort import OrtSession, available_cpus
 from rescore.export.session import TorchSession
 from rescore.models.errors import RescoreError
-from rescore.models.fused import ScoringPass
 from rescore.models.places365 import load_places365, write_random_places365
 from rescore.models.stylegan import load_stylegan, save_random_stylegan
 
 
-def flops_per_image(scoring_pass: ScoringPass, codes: torch.Tensor) -> float:
-    """FLOPs of one image through the fused pass, counted by torch (2 per multiply-add)."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        scoring_pass(codes[:1])
-    return float(counter.get_total_flops())
+def matmul_rate(device: torch.device, sizes: tuple[int, ...] = (2048, 4096)) -> float:
+    """Measured fp32 torch.mm FLOP/s on `device`: best of a few runs per size (TF32 off).
 
-
-def matmul_peak(device: torch.device, sizes: tuple[int, ...] = (2048, 4096)) -> float:
-    """Measured fp32 matmul FLOP/s on `device`: the best of a few timed runs per size (TF32 off)."""
+    A library's ceiling, not the device's peak: on the CPU `ceilings.fma_peak` measures that.
+    """
     torch.backends.cuda.matmul.allow_tf32 = False
     best = 0.0
     for size in sizes:
@@ -63,18 +60,6 @@ def matmul_peak(device: torch.device, sizes: tuple[int, ...] = (2048, 4096)) -> 
     return best
 
 
-def images_per_second(session, wp: np.ndarray, batch_size: int) -> tuple[float, np.ndarray]:
-    """Warm up at `batch_size`, then time scoring all of `wp`: (images/s, scores)."""
-    score_codes(session, wp[:batch_size], batch_size)
-    start = time.perf_counter()
-    scores = score_codes(session, wp, batch_size)
-    return len(wp) / (time.perf_counter() - start), scores
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -88,6 +73,9 @@ def _backends(device: torch.device) -> list[tuple[str, str]]:
         ("tensorrt", "fp32"),
         ("tensorrt", "fp16"),
         ("tensorrt", "bf16"),
+        ("compiled", "fp32"),  # torch.compile + CUDA graphs: needs only torch and Triton
+        ("compiled", "bf16"),
+        ("compiled", "fp16"),
     ]
 
 
@@ -123,15 +111,22 @@ def main() -> None:
         wp = geometry.truncate(map_latents(reference, z, 8))  # [N, L, D]
 
         flops = flops_per_image(reference.scoring_pass, torch.from_numpy(wp).to(device))
-        peak = matmul_peak(device)
         print(
             f"device {device}, torch {torch.__version__}, {available_cpus()} CPUs, "
             f"torch threads {torch.get_num_threads()}; StyleGAN-256 + Places365, random weights"
         )
-        print(
-            f"fused pass: {flops / 1e9:.1f} GFLOP/image (counted); fp32 matmul peak "
-            f"{peak / 1e9:.1f} GFLOP/s (measured, best of 2048^3 and 4096^3)"
-        )
+        print(f"fused pass: {flops / 1e9:.1f} GFLOP/image (counted)")
+        if device.type == "cpu":
+            ceilings = measure_ceilings()
+            print(ceilings.report())
+            peak, peak_label = ceilings.fma.flops, "% FMA pk"
+        else:
+            peak = matmul_rate(device)
+            peak_label = "% of mm"
+            print(
+                f"fp32 torch.mm rate {peak / 1e9:.1f} GFLOP/s (a library ceiling, best of "
+                f"2048^3 and 4096^3; not the GPU's peak)"
+            )
 
         count = min(args.naive_images, len(wp))
         naive_scores(generator, predictor, wp[:1], device)  # warm-up
@@ -140,7 +135,7 @@ def main() -> None:
         naive_rate = count / (time.perf_counter() - start)
         print(
             f"{'naive loop (batches of 4)':34s} {naive_rate:8.2f} img/s   "
-            f"{naive_rate * flops / peak:6.1%} of peak"
+            f"{naive_rate * flops / peak:6.1%} {peak_label}"
         )
 
         rows: list[tuple[str, int, float, float]] = []
@@ -197,7 +192,7 @@ def main() -> None:
 
         print(
             f"{'backend':34s} {'batch':>5s} {'img/s':>8s} {'vs eager':>9s} {'vs naive':>9s} "
-            f"{'of peak':>8s} {'max rel err':>12s}"
+            f"{peak_label:>8s} {'max rel err':>12s}"
         )
         for name, batch, rate, error in rows:
             print(
@@ -206,6 +201,11 @@ def main() -> None:
             )
         agreement = relative_error(naive, expected[:count])
         print(f"naive loop vs torch eager scores: max rel err {agreement:.1e}")
+        name, batch, rate, _ = max(rows, key=lambda row: row[2])
+        print(
+            f"fastest: {name} at batch {batch}, {rate:.1f} img/s: 1 M latents sampled and scored "
+            f"in {1e6 / rate / 3600:.1f} h (projected)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,136 +1,185 @@
-"""Images/s of sample-and-score and of layer-wise rescoring: rescore's fused pass vs a naive loop.
+"""Sample-and-score and layer-wise re-scoring: HiGAN-style vs today's default vs the new default.
 
-StyleGAN-256 + Places365 with random weights saved and loaded in the published formats. The naive
-baseline is written in the style of the reference code (HiGAN): batches of 4, images to the host
-as uint8, a PIL resize per image, then the predictor. Both run in this process, side by side,
-after a warm-up, on the same codes; the script prints images/s and the ratio.
+StyleGAN-256 + Places365 with random weights written and read back in the published formats. Three
+paths run in this process, side by side, after a warm-up, on the same codes:
 
-    python bench/bench_throughput.py                 # CPU defaults (a few minutes on 2 cores)
-    python bench/bench_throughput.py --backend torch      # rescore on torch eager instead
-    python bench/bench_throughput.py --device cuda --images 256 --batch-size 32
+    HiGAN-style      `higan_style.naive_scores`: batches of 4, uint8 images to the host, a PIL
+                     resize per image, then the predictor (torch eager)
+    today's default  what `auto` ran before issue 12 on the CPU: ONNX Runtime (fused pass),
+                     manipulate + score for re-scoring
+    new default      what `auto` runs now, and `score_layer_sets` for re-scoring (generator
+                     prefix reuse where the session has it)
+    torch + reuse    torch eager with generator-prefix reuse in re-scoring (`export/prefix.py`)
+
+Sample-and-score scores fresh codes; re-scoring moves each latent along one boundary at all layers
+and at each layer (K = L + 1 layer sets) and scores the originals too. Throughput is also given as
+% of the machine's FMA peak, measured in this run (`ceilings.py`), for the FLOPs the pass runs:
+wall clock, and per CPU-second the process got (the summary's figure: contention-robust).
+The last line is the summary:
+
+    summary: sample+score A.AAx, rescoring B.BBx vs HiGAN-style, C% of FMA peak
+
+    python bench/bench_throughput.py            # ~10 min on 2 cores
+    python bench/bench_throughput.py --quick    # a few minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from ceilings import available_cpus, measure_ceilings
+from higan_style import naive_scores
+from workloads import relative_error, stylegan_places
 
-from rescore.engine.latents import Stream, latent_block
-from rescore.engine.scoring import map_latents, score_codes
+from rescore.engine.scoring import score_codes
 from rescore.export.backends import BackendSpec, open_session
-from rescore.export.session import quantize_images
+from rescore.export.session import score_layer_sets
 from rescore.kernels.manipulate import layer_sets_all_and_each, manipulate
-from rescore.models.places365 import load_places365, write_random_places365
-from rescore.models.stylegan import load_stylegan, save_random_stylegan
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+CPU_SECONDS: dict[int, float] = {}  # id(result) -> process CPU seconds the call used
 
 
-def naive_scores(generator, predictor, wp: np.ndarray, device: torch.device) -> np.ndarray:
-    """Reference-style loop: batches of 4, uint8 images on the host, PIL resize per image."""
-    network = predictor.network
-    outputs = []
-    for start in range(0, len(wp), 4):
-        with torch.no_grad():
-            images = generator.synthesize(torch.from_numpy(wp[start : start + 4]).to(device))
-        pixels = quantize_images(images).cpu().numpy()  # [4, H, W, 3] uint8 on the host
-        batch = []
-        for image in pixels:
-            resized = Image.fromarray(image).resize((224, 224), Image.BILINEAR)
-            batch.append(
-                ((np.asarray(resized, np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
-            )
-        with torch.no_grad():
-            features = network.pooled_features(torch.from_numpy(np.stack(batch)).to(device))
-            # HiGAN clamps the fc weight at >= 0 in place (a Places365 demo quirk)
-            logits = features @ predictor.category_weight().T + network.fc.bias
-        categories = torch.softmax(logits, dim=1).cpu().numpy()
-        attributes = features.cpu().numpy() @ predictor.attribute_weight.cpu().numpy().T
-        outputs.append(np.concatenate([categories, attributes], axis=1))
-    return np.concatenate(outputs)
-
-
-def timed(fn, repeats: int = 1) -> tuple[float, object]:
-    start = time.perf_counter()
-    for _ in range(repeats):
-        result = fn()
-    return (time.perf_counter() - start) / repeats, result
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """(wall seconds, result) of one call; its process CPU time goes to `CPU_SECONDS`."""
+    start, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    CPU_SECONDS[id(result)] = time.process_time() - cpu
+    return time.perf_counter() - start, result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=16, help="images per measurement")
+    parser.add_argument("--quick", action="store_true", help="fewer images (a few minutes)")
+    parser.add_argument("--images", type=int, default=None, help="sample+score images per path")
+    parser.add_argument("--latents", type=int, default=None, help="re-scored latents per path")
     parser.add_argument("--batch-size", type=int, default=4, help="rescore's batch size")
-    parser.add_argument("--backend", default="auto", help="rescore's backend (auto: fastest)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--resolution", type=int, default=256)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    logging.basicConfig(level=logging.WARNING)
+    images = args.images or (4 if args.quick else 32)
+    latents = args.latents or (1 if args.quick else 2)
+    batch = args.batch_size
+    cpu = torch.device("cpu")
     torch.manual_seed(0)
 
+    ceilings = measure_ceilings()
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = save_random_stylegan(Path(tmp) / "g.pth", resolution=args.resolution)
-        weights = write_random_places365(Path(tmp) / "places365")
-        generator = load_stylegan(checkpoint).to(device)
-        predictor = load_places365(weights).to(device)
-    session = open_session(
-        generator, [predictor], BackendSpec(args.backend, str(device), max_batch=args.batch_size)
-    )
-    geometry = session.geometry
-    print(
-        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"StyleGAN-{args.resolution} + Places365 (random weights), {args.images} images each; "
-        f"rescore: {session.info.backend} {session.info.precision}, batch {args.batch_size}; "
-        f"naive: torch eager, batches of 4"
-    )
-
-    z = latent_block(0, Stream.SAMPLE, 0, args.images, geometry.z_dim)
-    wp = geometry.truncate(map_latents(session, z, args.batch_size))
-
-    # warm-up both paths
-    score_codes(session, wp[:4], args.batch_size)
-    naive_scores(generator, predictor, wp[:4], device)
-
-    # 1. sample-and-score
-    fused_time, fused = timed(lambda: score_codes(session, wp, args.batch_size))
-    naive_time, naive = timed(lambda: naive_scores(generator, predictor, wp, device))
-    agree = np.max(np.abs(fused - naive)) / (np.max(np.abs(naive)) + 1e-12)
-    print(
-        f"sample+score   rescore {args.images / fused_time:8.2f} img/s   naive "
-        f"{args.images / naive_time:8.2f} img/s   ratio {naive_time / fused_time:5.2f}x   "
-        f"(max rel diff {agree:.1e})"
-    )
-
-    # 2. layer-wise rescoring: one boundary, all layers + each layer, on images/16 latents
-    latents = max(1, args.images // 16)
-    direction = np.random.default_rng(0).normal(size=(1, geometry.num_layers, geometry.w_dim))
-    direction = (direction / np.linalg.norm(direction, axis=-1, keepdims=True)).astype(np.float32)
-    codes = manipulate(wp[:latents], direction, layer_sets_all_and_each(geometry.num_layers), 2.0)
-    flat = codes.reshape(-1, geometry.num_layers, geometry.w_dim)
-    count = len(flat) + latents
-    fused_time, _ = timed(
-        lambda: (
-            score_codes(session, wp[:latents], args.batch_size),
-            score_codes(session, flat, args.batch_size),
+        workload = stylegan_places(Path(tmp), images=max(images, latents))
+        generator, predictor = workload.generator, workload.predictors[0]
+        cache = Path(tmp) / "cache"
+        today = open_session(
+            generator, [predictor], BackendSpec("onnxruntime", "cpu", cache_dir=cache)
         )
-    )
-    naive_time, _ = timed(
-        lambda: (
-            naive_scores(generator, predictor, wp[:latents], device),
-            naive_scores(generator, predictor, flat, device),
+        new = open_session(
+            generator, [predictor], BackendSpec("auto", "cpu", cache_dir=cache, max_batch=batch)
         )
-    )
+        eager = open_session(generator, [predictor], BackendSpec("torch", "cpu"))
+        geometry = today.geometry
+        wp = workload.wp[:images]
+        print(
+            f"{datetime.date.today()}, {available_cpus()} CPUs, torch {torch.__version__}; "
+            f"{workload.label} (random weights), {workload.flops / 1e9:.1f} GFLOP/image; "
+            f"today's default: {today.info.backend}, new default: {new.info.backend}, "
+            f"batch {batch}; HiGAN-style: torch eager, batches of 4"
+        )
+        print(ceilings.report())
+
+        # warm-up every path (first-run allocations, compiled shapes)
+        naive_scores(generator, predictor, wp[:1], cpu)
+        score_codes(today, wp[:batch], batch)
+        score_codes(new, wp[:batch], batch)
+        score_codes(eager, wp[:1], 1)
+
+        # 1. sample-and-score: fresh codes through the whole pass
+        sample = {
+            "HiGAN-style": timed(lambda: naive_scores(generator, predictor, wp, cpu)),
+            "today's default": timed(lambda: score_codes(today, wp, batch)),
+            "new default": timed(lambda: score_codes(new, wp, batch)),
+        }
+
+        # 2. layer-wise re-scoring: one boundary, all layers + each layer, plus the originals
+        rng = np.random.default_rng(0)
+        direction = rng.normal(size=(1, geometry.num_layers, geometry.w_dim))
+        direction = (direction / np.linalg.norm(direction, axis=-1, keepdims=True)).astype(
+            np.float32
+        )
+        layer_sets = layer_sets_all_and_each(geometry.num_layers)
+        chosen = workload.wp[:latents]
+        flat = manipulate(chosen, direction, layer_sets, 2.0).reshape(
+            -1, geometry.num_layers, geometry.w_dim
+        )
+        scored = len(flat) + latents
+
+        # the reuse path runs new batch shapes (one per entry stage): warm them up too
+        score_layer_sets(eager, chosen[:1], direction, layer_sets, 2.0, batch)
+
+        def naive_rescore():
+            return naive_scores(generator, predictor, np.concatenate([chosen, flat]), cpu)
+
+        def session_rescore(session, reuse: bool):
+            original = score_codes(session, chosen, batch)
+            if reuse:
+                moved = score_layer_sets(session, chosen, direction, layer_sets, 2.0, batch)
+            else:
+                moved = score_codes(session, flat, batch)
+            return np.concatenate([original, moved.reshape(len(flat), -1)])
+
+        rescore = {
+            "HiGAN-style": timed(naive_rescore),
+            "today's default": timed(lambda: session_rescore(today, reuse=False)),
+            "new default": timed(lambda: session_rescore(new, reuse=True)),
+            "torch + reuse": timed(lambda: session_rescore(eager, reuse=True)),
+        }
+
+    reference_sample, reference_rescore = sample["HiGAN-style"][1], rescore["HiGAN-style"][1]
+    base_sample, base_rescore = sample["HiGAN-style"][0], rescore["HiGAN-style"][0]
     print(
-        f"layer rescore  rescore {count / fused_time:8.2f} img/s   naive "
-        f"{count / naive_time:8.2f} img/s   ratio {naive_time / fused_time:5.2f}x   "
-        f"({latents} latents x {len(codes[0])} layer sets + originals = {count} images)"
+        "\n| path | sample+score img/s | vs HiGAN-style | % FMA peak (wall / per CPU-s) "
+        "| rescoring s/latent "
+        "| vs HiGAN-style | max rel diff |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for path in rescore:
+        r_time, r_scores = rescore[path]
+        diff = relative_error(r_scores, reference_rescore)
+        sampled = "| — | — | — "  # prefix reuse changes re-scoring only
+        if path in sample:
+            s_time, s_scores = sample[path]
+            rate = images / s_time
+            diff = max(diff, relative_error(s_scores, reference_sample))
+            per_cpu = ceilings.fraction_of_core_peak(
+                images * workload.flops, CPU_SECONDS[id(s_scores)]
+            )
+            sampled = (
+                f"| {rate:.2f} | {base_sample / s_time:.2f}x | "
+                f"{ceilings.fraction_of_fma(rate * workload.flops):.1%} / {per_cpu:.1%} "
+            )
+        print(
+            f"| {path} {sampled}| {r_time / latents:.2f} | {base_rescore / r_time:.2f}x | "
+            f"{diff:.1e} |"
+        )
+    today_key, new_key = "today's default", "new default"
+    print(
+        f"({images} images for sample+score; {latents} latent(s) x {len(layer_sets)} layer sets "
+        f"+ originals = {scored} scored images for re-scoring; new default vs today's: "
+        f"sample+score {sample[today_key][0] / sample[new_key][0]:.2f}x, "
+        f"rescoring {rescore[today_key][0] / rescore[new_key][0]:.2f}x)"
+    )
+    # % of FMA peak per CPU-second the pass got: on a shared machine the wall-clock figure
+    # compares the pass with an FMA probe that ran under another load
+    new_time, new_scores = sample[new_key]
+    peak = ceilings.fraction_of_core_peak(images * workload.flops, CPU_SECONDS[id(new_scores)])
+    print(
+        f"summary: sample+score {base_sample / new_time:.2f}x, "
+        f"rescoring {base_rescore / rescore[new_key][0]:.2f}x vs HiGAN-style, "
+        f"{peak:.0%} of FMA peak"
     )
 
 

@@ -103,9 +103,12 @@ Predictors = Annotated[
 ]
 Backend = Annotated[
     str,
-    typer.Option(help="Scoring backend: auto (fastest here), torch, onnxruntime or tensorrt."),
+    typer.Option(
+        help="Scoring backend: auto (fastest here), torch, onnxruntime, tensorrt, compiled "
+        "(torch.compile; CUDA graphs on a GPU) or openvino (CPU, rescore[openvino])."
+    ),
 ]
-Precision = Annotated[str, typer.Option(help="fp32, or fp16/bf16 (tensorrt backend).")]
+Precision = Annotated[str, typer.Option(help="fp32, or fp16/bf16 (tensorrt or compiled backend).")]
 CacheDir = Annotated[
     Path | None, typer.Option(help="Cache of exported graphs and engines (~/.cache/rescore).")
 ]

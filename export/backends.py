@@ -4,6 +4,9 @@
     onnxruntime  the exported fused pass on ONNX Runtime: CPU EP, or CUDA EP with
                  onnxruntime-gpu; fp32
     tensorrt     native TensorRT engines on a CUDA GPU, fp32 / fp16 / bf16
+    openvino     the exported fused pass on OpenVINO's CPU runtime (rescore[openvino]); fp32
+    compiled     torch.compile (inductor) of the fused pass: CUDA graphs on a GPU, fp32 / bf16 /
+                 fp16 autocast (the exact resize stays fp32); on the CPU fp32 (bf16 if supported)
     auto         the fastest available here: on a GPU tensorrt, else onnxruntime's CUDA EP, else
                  torch; on the CPU onnxruntime. Logged once.
 
@@ -32,8 +35,8 @@ from rescore.models.fused import ScoringPass
 from .cache import default_cache_dir
 from .session import ScoringSession, TorchSession, latent_geometry, resolve_device
 
-BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt"]
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt")
+BackendName = Literal["auto", "torch", "onnxruntime", "tensorrt", "compiled", "openvino"]
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime", "tensorrt", "compiled", "openvino")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 
 log = logging.getLogger(__name__)
@@ -77,7 +80,7 @@ def open_session(
         if spec.precision != "fp32":
             raise BackendUnavailableError(
                 f"the torch backend runs fp32 only (asked for {spec.precision}); use "
-                f"--precision fp32, or --backend tensorrt for reduced precision"
+                f"--precision fp32, or --backend tensorrt or compiled for reduced precision"
             )
         return TorchSession(generator, predictors, device)
     if backend == "onnxruntime":
@@ -87,9 +90,26 @@ def open_session(
         if spec.precision != "fp32":
             raise BackendUnavailableError(
                 f"the onnxruntime backend runs fp32 only (asked for {spec.precision}); use "
-                f"--precision fp32, or --backend tensorrt for reduced precision"
+                f"--precision fp32, or --backend tensorrt or compiled for reduced precision"
             )
         return OrtSession(*_compiled_inputs(generator, predictors, spec), device=device)
+    if backend == "openvino":
+        from .openvino import import_openvino, open_openvino
+
+        import_openvino()  # fail fast, before any export work
+        if device.type != "cpu" or spec.precision != "fp32":
+            raise BackendUnavailableError(
+                f"the openvino backend runs fp32 on the CPU (asked for {spec.precision} on "
+                f"{device}); use --device cpu --precision fp32, or another --backend"
+            )
+        return open_openvino(*_compiled_inputs(generator, predictors, spec))
+    if backend == "compiled":
+        from .compiled import CompiledSession, check_compiled
+
+        check_compiled(device, spec.precision)
+        return CompiledSession(
+            generator, predictors, device, precision=spec.precision, max_batch=spec.max_batch
+        )
     from .tensorrt import TensorRTSession, import_tensorrt, require_cuda
 
     import_tensorrt()  # fail fast, before any export work

@@ -54,6 +54,47 @@ class ScoringSession(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+def score_layer_sets(
+    session: ScoringSession,
+    wp: np.ndarray,
+    directions: np.ndarray,
+    layer_sets: np.ndarray,
+    distance: float,
+    batch_size: int,
+) -> np.ndarray:
+    """Scores of every code moved along every direction on every layer set: [M, K, n, S].
+
+    wp [n, L, D]; directions [M, L, D]; layer_sets [K, L] bool; code (m, k, i) is
+    ``wp[i, l] + distance * directions[m, l]`` on the layers of set k, ``wp[i, l]`` elsewhere (as
+    `rescore.kernels.manipulate` builds it). A session with its own ``score_layer_sets`` (e.g.
+    generator-prefix reuse) answers; otherwise `manipulate_and_score`, the reference path.
+    """
+    fast = getattr(session, "score_layer_sets", None)
+    if fast is not None:
+        return fast(wp, directions, layer_sets, distance, batch_size)
+    return manipulate_and_score(session, wp, directions, layer_sets, distance, batch_size)
+
+
+def manipulate_and_score(
+    session: ScoringSession,
+    wp: np.ndarray,
+    directions: np.ndarray,
+    layer_sets: np.ndarray,
+    distance: float,
+    batch_size: int,
+) -> np.ndarray:
+    """Reference for `score_layer_sets`: build every moved code, score `batch_size` at a time."""
+    steps = (np.float32(distance) * np.asarray(directions, np.float32)).astype(np.float32)
+    mask = np.asarray(layer_sets, bool)[None, :, None, :, None]  # [1, K, 1, L, 1]
+    moved = np.where(mask, steps[:, None, None], np.float32(0.0))  # [M, K, 1, L, D]
+    codes = (np.asarray(wp, np.float32)[None, None] + moved).astype(np.float32)  # [M, K, n, L, D]
+    flat = codes.reshape(-1, *codes.shape[3:])
+    scores = np.concatenate(
+        [session.score(flat[i : i + batch_size]) for i in range(0, len(flat), batch_size)]
+    )
+    return scores.reshape(*codes.shape[:3], -1)
+
+
 def latent_geometry(generator: Generator, family: str | None = None) -> LatentGeometry:
     """The generator's latent shapes, w_avg and truncation, as host arrays.
 
@@ -136,6 +177,25 @@ class TorchSession:
         _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
         codes = torch.from_numpy(np.ascontiguousarray(wp, np.float32)).to(self.device)
         return quantize_images(self.generator.synthesize(codes)).cpu().numpy()
+
+    def score_layer_sets(
+        self,
+        wp: np.ndarray,
+        directions: np.ndarray,
+        layer_sets: np.ndarray,
+        distance: float,
+        batch_size: int,
+    ) -> np.ndarray:
+        """`score_layer_sets` [M, K, n, S], reusing the generator prefix each set leaves alone."""
+        from .prefix import score_layer_sets_staged, synthesis_stages
+
+        _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
+        stages = synthesis_stages(self.generator)
+        if stages is None:
+            return manipulate_and_score(self, wp, directions, layer_sets, distance, batch_size)
+        return score_layer_sets_staged(
+            self.scoring_pass, stages, wp, directions, layer_sets, distance, batch_size, self.device
+        )
 
 
 def _check_shape(array: np.ndarray, tail: tuple[int, ...], name: str) -> None:
