@@ -56,6 +56,7 @@ ModelSpec = _Lazy("rescore.engine.spec", "ModelSpec")
 SpecOverride = _Lazy("rescore.engine.spec", "SpecOverride")
 check_options = _Lazy("rescore.engine.spec", "check_options")
 CI_METHODS = _Lazy("rescore.engine.stats", "CI_METHODS")
+ExecutorSpec = _Lazy("rescore.engine.executor", "ExecutorSpec")
 
 app = typer.Typer(
     add_completion=False,
@@ -127,6 +128,19 @@ TruncationLayers = Annotated[int | None, typer.Option(help="Truncated layers (mo
 ModelSeed = Annotated[int, typer.Option(help="Seed of seed-built models (synthetic).")]
 ClassIndex = Annotated[
     int | None, typer.Option(help="Class of a conditional generator (BigGAN, NVlabs c_dim > 0).")
+]
+Executor = Annotated[
+    str,
+    typer.Option(
+        help="Who processes the chunks: local (this process) or ray (a pool of Ray actors)."
+    ),
+]
+Workers = Annotated[
+    int, typer.Option(help="Ray actors (--executor ray); one per GPU on GPU nodes.")
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster to join (auto, ray://HOST:PORT); default: start a local Ray."),
 ]
 ForceFamily = Annotated[
     bool, typer.Option(help="Use boundaries fitted on another generator family anyway.")
@@ -276,6 +290,12 @@ def _backend_spec(
     return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=max_batch)
 
 
+def _executor(executor: str, workers: int, ray_address: str | None, device: str):
+    """The executor asked for; Ray actors ask for one GPU each when the run is on CUDA."""
+    on_gpu = device.startswith("cuda")
+    return ExecutorSpec(executor, workers, ray_address, gpus_per_worker=1.0 if on_gpu else 0.0)
+
+
 def _spec(
     generator: str,
     predictors: list[str],
@@ -339,12 +359,15 @@ def sample(
     precision: Precision = "fp32",
     cache_dir: CacheDir = None,
     onnx_dir: OnnxDir = None,
+    executor: Executor = "local",
+    workers: Workers = 1,
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
 ) -> None:
     """Sample N latents, score every image, write OUT/samples.zarr (rerun to resume).
 
     Example:  rescore sample -o runs/bedroom --generator stylegan=w/stylegan_bedroom256.pth
-    -p places365=w/places365 -n 500000
+    -p places365=w/places365 -n 500000 [--executor ray --workers 8]
     """
     spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed, class_index)
     store = pipeline.sample_step(
@@ -352,6 +375,7 @@ def sample(
         spec,
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, chunk_size, _batch(batch_size, device), wplus),
+        executor=_executor(executor, workers, ray_address, device),
         progress=not quiet,
     )
     typer.echo(f"samples: {store.path} ({store.num_samples} latents)")
@@ -730,9 +754,14 @@ def run(
     precision: Precision = "fp32",
     cache_dir: CacheDir = None,
     onnx_dir: OnnxDir = None,
+    executor: Executor = "local",
+    workers: Workers = 1,
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
 ) -> None:
     """sample -> fit -> rescore -> report into one directory.
+
+    With --executor ray the sampling step runs on Ray actors (re-scoring runs in this process).
 
     Example:  rescore run -o runs/bedroom --generator stylegan=w/g.pth -p places365=w/places365
     """
@@ -746,6 +775,7 @@ def run(
         SampleConfig(num, seed, 1024, _batch(batch_size, device), wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
         RescoreConfig(rescore_num, seed, distance, *_grid(256, _batch(batch_size, device))),
+        executor=_executor(executor, workers, ray_address, device),
         progress=not quiet,
     )
     _print_summary(summary)

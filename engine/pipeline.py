@@ -146,10 +146,11 @@ def run_all(
     fit: FitConfig,
     rescore: RescoreConfig,
     *,
+    executor: ExecutorSpec = LOCAL,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """sample -> fit -> rescore -> report into one run directory."""
-    sample_step(run, spec, backend, sample, progress=progress)
+    """sample -> fit -> rescore -> report into one run directory (sampling on `executor`)."""
+    sample_step(run, spec, backend, sample, executor=executor, progress=progress)
     fit_step(run, fit, progress=progress)
     table = rescore_step(run, backend, rescore, spec=spec, progress=progress)
     return report_step(run, table)

@@ -122,6 +122,8 @@ ROWS = [
     Row("max-k-1", [*RESCORE, "--target-ci", "0.1", "--max-k", "1"], "K >= 2"),
     Row("psi-nan", [*SAMPLE, *TOY, "--truncation-psi", "nan"], "--truncation-psi must be"),
     Row("run-k-1", ["run", "-o", "{tmp}/new", *TOY, "--rescore-num", "1"], "K >= 2"),
+    Row("executor-unknown", [*SAMPLE, *TOY, *CPU, "--executor", "slurm"], "use local or ray"),
+    Row("workers-0", [*SAMPLE, *TOY, *CPU, "--executor", "ray", "--workers", "0"], "--workers"),
     Row("grid-num-0", ["grid", "-o", "{run}", *TOY, "-b", "{red}", "-n", "0"], "--num must be"),
     Row("grid-steps-0", ["grid", "-o", "{run}", *TOY, "-b", "{red}", "--steps", "0"], "--steps"),
     Row(
