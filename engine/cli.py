@@ -472,6 +472,9 @@ def rescore(
     precision: Precision = "fp32",
     cache_dir: CacheDir = None,
     onnx_dir: OnnxDir = None,
+    executor: Executor = "local",
+    workers: Workers = 1,
+    ray_address: RayAddress = None,
     quiet: Quiet = False,
 ) -> None:
     """Rescore boundaries layer by layer on K fresh latents, then write the report.
@@ -519,6 +522,7 @@ def rescore(
         boundary_paths=list(boundary) or None,
         spec=spec,
         force_store=force_store,
+        executor=_executor(executor, workers, ray_address, device),
         progress=not quiet,  # type: ignore[arg-type]
     )
     summary = pipeline.report_step(run, table)
@@ -761,7 +765,7 @@ def run(
 ) -> None:
     """sample -> fit -> rescore -> report into one directory.
 
-    With --executor ray the sampling step runs on Ray actors (re-scoring runs in this process).
+    With --executor ray, sampling and re-scoring run on Ray actors.
 
     Example:  rescore run -o runs/bedroom --generator stylegan=w/g.pth -p places365=w/places365
     """

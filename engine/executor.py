@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -98,6 +99,110 @@ def run_chunks(
             bar.update(written)
 
 
+def local_in_order(
+    work: Callable[[int, np.ndarray], Any],
+    pending: Sequence[int],
+    state: Callable[[], np.ndarray],
+) -> Iterator[tuple[int, np.ndarray, Any]]:
+    """(chunk, mask, work(chunk, mask)) for each pending chunk in order, with the mask `state()`
+    holds when the chunk's turn comes; stops once the mask is all False."""
+    for chunk in pending:
+        mask = np.array(state(), dtype=bool)
+        if not mask.any():
+            return
+        yield chunk, mask, work(chunk, mask)
+
+
+def ray_in_order(
+    executor: ExecutorSpec,
+    make_work: Callable[[], Callable[[int, np.ndarray], Any]],
+    pending: Sequence[int],
+    state: Callable[[], np.ndarray],
+) -> Iterator[tuple[int, np.ndarray, Any]]:
+    """Like `local_in_order`, with the chunks computed by `executor.workers` Ray actors, at most
+    two per actor in flight. Each chunk is dispatched with the mask `state()` holds then; the
+    caller consumes results in chunk order and may clear mask entries meanwhile (adaptive K), so
+    it discards what a chunk computed for entries cleared after its dispatch: the result is the
+    same as in one process.
+
+    Plain Ray actors rather than Ray Data here: the mask of later chunks depends on the results
+    of earlier ones, consumed in order, which a streaming dataset pipeline cannot express without
+    rebuilding its actor pool (and the models) for every wave."""
+    ray = require_ray()
+    _init_ray(ray, executor)
+    cpus = _cpus_per_worker(ray, executor)
+    actor_class = ray.remote(
+        num_cpus=cpus,
+        num_gpus=executor.gpus_per_worker or 0,
+        max_restarts=-1,  # a killed worker is restarted and its chunk computed again
+        max_task_retries=-1,
+    )(_MaskedChunkActor)
+    actors = [actor_class.remote(make_work, int(cpus)) for _ in range(executor.workers)]
+    queue, in_flight, turn = deque(pending), deque(), 0
+    try:
+        while True:
+            mask = np.array(state(), dtype=bool)
+            if not mask.any():
+                return
+            while queue and len(in_flight) < 2 * len(actors):
+                chunk = queue.popleft()
+                actor = actors[turn % len(actors)]
+                turn += 1
+                in_flight.append((chunk, mask, actor.compute.remote(chunk, mask)))
+            if not in_flight:
+                return
+            chunk, dispatched_mask, future = in_flight.popleft()
+            yield chunk, dispatched_mask, _get(ray, future)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+class _MaskedChunkActor:
+    """A Ray actor: builds its worker once, then computes (chunk, mask) requests."""
+
+    def __init__(self, make_work: Callable[[], Callable[[int, np.ndarray], Any]], threads: int):
+        import torch
+
+        torch.set_num_threads(threads)  # the actor's CPUs, not the node's
+        self.work = make_work()
+
+    def compute(self, chunk: int, mask: np.ndarray) -> Any:
+        return self.work(chunk, mask)
+
+
+def _get(ray: Any, future: Any) -> Any:
+    try:
+        return ray.get(future)
+    except ray.exceptions.RayError as error:
+        raise _job_failed(error) from None
+
+
+def _job_failed(error: Exception) -> ExecutorError:
+    return ExecutorError(
+        f"the Ray job failed ({type(error).__name__}: {str(error).splitlines()[0]}); "
+        f"completed chunks are kept: rerun the same command to resume"
+    )
+
+
+def _init_ray(ray: Any, executor: ExecutorSpec) -> None:
+    """Join the cluster at `executor.address`, or start a local Ray with this machine's CPUs."""
+    if ray.is_initialized():
+        return
+    if executor.address:
+        ray.init(address=executor.address, log_to_driver=False)
+    else:
+        cpus = max(executor.workers, os.cpu_count() or 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+
+
+def _cpus_per_worker(ray: Any, executor: ExecutorSpec) -> float:
+    """One CPU per GPU actor; otherwise an equal share of the cluster's CPUs."""
+    if executor.gpus_per_worker:
+        return 1.0
+    return max(1.0, ray.cluster_resources().get("CPU", 1.0) // executor.workers)
+
+
 def require_ray() -> Any:
     """Import Ray, or explain how to install the extra."""
     try:
@@ -131,17 +236,11 @@ class _ChunkActor:
 def _ray_chunks(executor: ExecutorSpec, make_work, pending: Sequence[int]):
     """Yield the rows written per finished chunk, as Ray actors finish them."""
     ray = require_ray()
-    if not ray.is_initialized():
-        if executor.address:
-            ray.init(address=executor.address, log_to_driver=False)
-        else:
-            cpus = max(executor.workers, os.cpu_count() or 1)
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    _init_ray(ray, executor)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours is the one bar
     context.execution_options.preserve_order = False
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    cpus_per_worker = 1.0 if executor.gpus_per_worker else max(1.0, cpus // executor.workers)
+    cpus_per_worker = _cpus_per_worker(ray, executor)
     where = executor.address or "a local Ray"
     log.info("ray: %d actors, %s CPU each, on %s", executor.workers, cpus_per_worker, where)
     dataset = ray.data.from_items([{"chunk": int(c)} for c in pending])
@@ -157,7 +256,4 @@ def _ray_chunks(executor: ExecutorSpec, make_work, pending: Sequence[int]):
         for row in results.iter_rows():
             yield int(row["rows"])
     except ray.exceptions.RayError as error:
-        raise ExecutorError(
-            f"the Ray job failed ({type(error).__name__}: {str(error).splitlines()[0]}); "
-            f"completed chunks are kept: rerun the same command to resume"
-        ) from None
+        raise _job_failed(error) from None

@@ -77,6 +77,7 @@ def rescore_step(
     spec: ModelSpec | None = None,
     ci_method: CiMethod | None = None,
     force_store: bool = False,
+    executor: ExecutorSpec = LOCAL,
     progress: bool = True,
 ) -> DeltaTable:
     """3. Rescore the boundaries on fresh latents into DIR/rescore.zarr and DIR/rescore.csv.
@@ -94,7 +95,14 @@ def rescore_step(
         check_store(boundaries, identity_digest(samples), force=force_store)
     with open_model_session(spec, backend) as session:
         rescored = rescore_boundaries(
-            session, spec, boundaries, run.rescore_store, config, progress=progress
+            session,
+            spec,
+            boundaries,
+            run.rescore_store,
+            config,
+            executor=executor,
+            backend=backend,
+            progress=progress,
         )
     table = delta_statistics(
         rescored.store,
@@ -149,10 +157,11 @@ def run_all(
     executor: ExecutorSpec = LOCAL,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """sample -> fit -> rescore -> report into one run directory (sampling on `executor`)."""
+    """sample -> fit -> rescore -> report into one run directory (sampling and re-scoring on
+    `executor`)."""
     sample_step(run, spec, backend, sample, executor=executor, progress=progress)
     fit_step(run, fit, progress=progress)
-    table = rescore_step(run, backend, rescore, spec=spec, progress=progress)
+    table = rescore_step(run, backend, rescore, spec=spec, executor=executor, progress=progress)
     return report_step(run, table)
 
 

@@ -23,17 +23,20 @@ was moved on latent i. Delta statistics come from the stored per-sample scores (
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from rescore.export.backends import BackendSpec
 from rescore.export.session import ScoringSession
 from rescore.kernels.manipulate import layer_sets_all_and_each, manipulate
 
 from .boundary import Boundary, check_family
 from .errors import ScoreError
+from .executor import LOCAL, ExecutorSpec, local_in_order, ray_in_order
 from .fit import resolve_semantics
 from .intervals import MIN_NONZERO, ConfidenceSequence, SequencePrefix
 from .latents import Stream, latent_block
@@ -99,9 +102,15 @@ def rescore_boundaries(
     path: Path,
     config: RescoreConfig,
     *,
+    executor: ExecutorSpec = LOCAL,
+    backend: BackendSpec | None = None,
     progress: bool = True,
 ) -> RescoreRun:
-    """Create (or resume) the rescore store at `path` and fill every pending chunk."""
+    """Create (or resume) the rescore store at `path` and fill every pending chunk.
+
+    With a Ray `executor` the chunks are scored by Ray actors (built from `spec` and `backend`)
+    while this process applies the stopping rule in chunk order and writes: the store is the same
+    as a local run's, adaptive K included."""
     geometry = session.geometry
     num_layers, semantics = geometry.num_layers, list(session.semantic_names)
     check_family(boundaries, geometry.family, alias=spec.generator.name, force=config.force_family)
@@ -177,32 +186,29 @@ def rescore_boundaries(
             for b, q in enumerate(sequences or accumulators)
         ]
     )
+    plan = ChunkPlan(boundaries, directions, layer_sets, config)
     pending = store.pending_chunks()
     images = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending) * (1 + m * k)
+    if executor.kind == "local":
+        results = local_in_order(
+            lambda c, mask: plan.score(session, c, mask), pending, lambda: active
+        )
+    else:
+        if backend is None:
+            raise ScoreError("a Ray rescore needs the backend its workers open; pass backend=")
+        store.set_session({**session_record(session), **executor.record()})
+        results = ray_in_order(
+            executor, RescoreWorker(spec, backend, plan), pending, lambda: active
+        )
     with tqdm(total=int(images), unit="img", desc="rescore", disable=not progress) as bar:
-        for index in pending:
-            if not active.any():
-                break
-            start, stop = store.chunk_range(index)
-            count = stop - start
-            z = latent_block(config.seed, Stream.RESCORE, start, stop, geometry.z_dim)  # [n, Z]
-            w = map_latents(session, z, config.batch_size)  # [n, D]
-            wp = geometry.truncate(w)  # [n, L, D]
-            original = score_codes(session, wp, config.batch_size)  # [n, S]
-            bar.update(count)
-            manipulated = np.full((count, m, k, s), np.nan, dtype=np.float32)
+        for index, mask, (z, w, original, manipulated) in results:
+            count = len(z)
+            if not manipulated.flags.writeable:  # Ray hands out read-only views of its store
+                manipulated = manipulated.copy()
+            manipulated[:, mask & ~active] = np.nan  # stopped after this chunk was dispatched
             moved = np.zeros((count, m), np.uint8)
+            bar.update(count * (1 + k * int(active.sum())))
             for b in np.flatnonzero(active):
-                if not boundaries[b].layer_wise:  # Z: move z, map, truncate; per-layer rows NaN
-                    z_moved = moved_z_codes(
-                        session, z, boundaries[b].normal, config.distance, config.batch_size
-                    )
-                    manipulated[:, b, 0] = score_codes(session, z_moved, config.batch_size)
-                else:
-                    codes = manipulate(wp, directions[b : b + 1], layer_sets, config.distance)[0]
-                    for j in range(k):  # one layer set at a time keeps the batch grid
-                        manipulated[:, b, j] = score_codes(session, codes[j], config.batch_size)
-                bar.update(k * count)
                 boundary_gains = gains(original, manipulated[:, b : b + 1])[:, 0]  # [n, K, S]
                 rows = count
                 if sequences is not None:
@@ -223,6 +229,59 @@ def rescore_boundaries(
     info = _finish_info(boundaries, accumulators, sequences, active, config, targeted)
     store.finish(info)
     return RescoreRun(store, accumulators, sequences)
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkPlan:
+    """What scoring one chunk of fresh latents needs (picklable: Ray workers receive it)."""
+
+    boundaries: list[Boundary]
+    directions: np.ndarray  # [M, L, D]
+    layer_sets: np.ndarray  # [K, L] bool
+    config: RescoreConfig
+
+    def score(
+        self, session: ScoringSession, index: int, active: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Chunk `index`: z [n, Z], w [n, D], original [n, S] and manipulated [n, M, K, S] for the
+        `active` boundaries (NaN elsewhere). Pure in (index, active): any worker gives the same
+        bits."""
+        config, geometry = self.config, session.geometry
+        start = index * config.chunk_size
+        stop = min(start + config.chunk_size, config.num_latents)
+        z = latent_block(config.seed, Stream.RESCORE, start, stop, geometry.z_dim)  # [n, Z]
+        w = map_latents(session, z, config.batch_size)  # [n, D]
+        wp = geometry.truncate(w)  # [n, L, D]
+        original = score_codes(session, wp, config.batch_size)  # [n, S]
+        shape = (stop - start, len(self.boundaries), len(self.layer_sets), original.shape[1])
+        manipulated = np.full(shape, np.nan, dtype=np.float32)
+        for b in np.flatnonzero(active):
+            if not self.boundaries[b].layer_wise:  # Z: move z, map, truncate; per-layer rows NaN
+                z_moved = moved_z_codes(
+                    session, z, self.boundaries[b].normal, config.distance, config.batch_size
+                )
+                manipulated[:, b, 0] = score_codes(session, z_moved, config.batch_size)
+                continue
+            codes = manipulate(wp, self.directions[b : b + 1], self.layer_sets, config.distance)[0]
+            for j in range(len(self.layer_sets)):  # one layer set at a time keeps the batch grid
+                manipulated[:, b, j] = score_codes(session, codes[j], config.batch_size)
+        return z, w, original, manipulated
+
+
+@dataclass(frozen=True, eq=False)
+class RescoreWorker:
+    """A picklable recipe for a Ray worker: builds the models and session once, then scores
+    chunks with `ChunkPlan.score`."""
+
+    spec: ModelSpec
+    backend: BackendSpec
+    plan: ChunkPlan
+
+    def __call__(self) -> Callable[[int, np.ndarray], tuple]:
+        from .spec import open_model_session
+
+        session = open_model_session(self.spec, self.backend).__enter__()
+        return lambda index, active: self.plan.score(session, index, active)
 
 
 def _targeted_semantics(target: CiTarget | None, semantics: list[str]) -> np.ndarray:

@@ -262,6 +262,14 @@ class ChunkedStore:
     def is_complete(self) -> bool:
         return bool(self.completed().all())
 
+    def set_session(self, session: Mapping[str, Any]) -> None:
+        """Record who is filling the store (backend, device, executor): the `session` attribute.
+        Not part of the identity: the values do not depend on it."""
+        meta = dict(self.group.attrs[_ATTR])
+        meta["session"] = _normalize(session)
+        self.group.attrs[_ATTR] = meta
+        self.meta = meta
+
     def finish(self, info: Mapping[str, Any]) -> None:
         """Record that the writer is done (also when it stopped before the last chunk on purpose,
         e.g. adaptive K met its target); readers accept a finished store as complete."""

@@ -1,4 +1,5 @@
-"""`--executor ray`: chunks processed by Ray actors give stores byte-identical to one process.
+"""`--executor ray`: chunks processed by Ray actors give stores byte-identical to one process
+(sample; rescore with fixed and adaptive K).
 
 A local Ray cluster (2 CPUs) is started inside the test; the toy models are plugged in the way
 users plug theirs, with this folder on the workers' PYTHONPATH.
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from rescore.engine.executor import ExecutorSpec
+from rescore.engine.fit import FitConfig
 from rescore.engine.layout import RunDirectory
-from rescore.engine.pipeline import sample_step
+from rescore.engine.pipeline import fit_step, rescore_step, sample_step
+from rescore.engine.rescore import CiTarget, RescoreConfig, open_rescore
 from rescore.engine.sample import SampleConfig, open_samples
 from rescore.engine.spec import ModelSpec
 from rescore.export.backends import BackendSpec
@@ -100,3 +103,31 @@ def test_without_ray_the_error_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ExecutorError, match=r'pip install "rescore\[ray\]"'):
         executor.require_ray()
+
+
+def _rescore_arrays(path: Path) -> dict[str, bytes]:
+    store = open_rescore(path)
+    return {name: store.group[name][:].tobytes() for name in sorted(store.group.array_keys())}
+
+
+@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed-k", "adaptive-k"])
+def test_rescore_on_two_ray_workers_equals_one_process(tmp_path, local_ray, adaptive):
+    spec = _spec("toy_models:build_bounded_toy_predictor")
+    target = CiTarget(0.08, ("red", "green")) if adaptive else None
+    config = RescoreConfig(num_latents=400 if adaptive else 40, chunk_size=8, batch_size=4)
+    config = RescoreConfig(**{**config.__dict__, "target": target})
+    runs = {}
+    for name, executor in (("one", ExecutorSpec()), ("ray", ExecutorSpec("ray", workers=2))):
+        run = RunDirectory(tmp_path / name)
+        sample_step(run, spec, BACKEND, CONFIG, progress=False)
+        fit_step(run, FitConfig(chosen_num=10, semantics=("red", "green")), progress=False)
+        rescore_step(run, BACKEND, config, spec=spec, executor=executor, progress=False)
+        runs[name] = run
+    one, distributed = (_rescore_arrays(runs[n].rescore_store) for n in ("one", "ray"))
+    assert distributed == one
+    assert runs["ray"].table.read_text() == runs["one"].table.read_text()
+    finished = open_rescore(runs["ray"].rescore_store).meta["finished"]
+    assert finished == open_rescore(runs["one"].rescore_store).meta["finished"]
+    if adaptive:  # the run really stopped early, at the same K, for a boundary
+        assert finished["reason"] == "target_met" and min(finished["k"].values()) < 400
+    assert open_rescore(runs["ray"].rescore_store).meta["session"]["executor"] == "ray"
