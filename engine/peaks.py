@@ -54,7 +54,10 @@ def peak_sets(
     ties) is always in the set.
     """
     num_layers = means.shape[0]
-    peak = np.argmax(means, axis=0)  # [S]
+    with np.errstate(invalid="ignore"):
+        top = np.nanmax(np.where(np.isnan(means), -np.inf, means), axis=0)  # [S]
+        # the lowest layer within the tie tolerance of the largest mean: rounding never decides
+        peak = np.argmax(means >= top - tolerance[None, :], axis=0)  # [S]
     if num_layers < 2 or count < 2:
         return peak, np.ones(means.shape, bool)
     difference = means.T[:, :, None] - means.T[:, None, :]  # [S, j, l]: d_j - d_l

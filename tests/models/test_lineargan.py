@@ -105,7 +105,7 @@ def test_as_predictor_it_gives_the_pixel_predictor_layer_hierarchy(generator, ls
             spec,
             boundaries,
             tmp_path / "r.zarr",
-            RescoreConfig(8, 0, 2.0, 8, 128),
+            RescoreConfig(8, 0, 2.0, 8, 8),
             progress=False,
         )
     table = delta_statistics(run.store, accumulators=run.accumulators)
