@@ -848,7 +848,7 @@ def demo(
         RunDirectory(out),
         spec,
         BackendSpec("auto", device),
-        NameConfig(4 if quick else 8, 3.0, 0, 8, 256, grids=0),
+        NameConfig(4 if quick else 8, 3.0, 0, 8, 8, grids=0),
         progress=not quiet,
     )
     typer.echo("\nunsupervised (SeFa) directions, named by re-scoring:")

@@ -191,3 +191,13 @@ def test_export_then_sample_from_the_exported_files(tmp_path):
     import numpy as np
 
     assert np.allclose(onnx_store["scores"][:], torch_store["scores"][:], rtol=1e-4, atol=1e-5)
+
+
+def test_demo_quick_runs_end_to_end(tmp_path):
+    """README command 1 runs `rescore demo`; its quick form must keep working (every step)."""
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--quick", "--out", str(out), "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    for name in ("summary.json", "rescore.csv", "heatmap.png", "names.csv", "names.png"):
+        assert (out / name).is_file(), name
+    assert "sefa_0" in (out / "names.csv").read_text()
