@@ -173,6 +173,7 @@ def summarize(
         "score_spread": _per_semantic(table, table.spread),
         "normalisation": NORMALISATION,
         "distance": distance,
+        "layer_wise": bool(meta.get("layer_wise", True)),  # False: all-layers rows only (PGGAN)
         "layers": list(table.layer_labels[1:]),
         "most_relevant": most_relevant,
         "boundaries": boundaries,

@@ -116,9 +116,12 @@ def rescore_boundaries(
     check_family(boundaries, geometry.family, alias=spec.generator.name, force=config.force_family)
     directions = np.stack([b.directions(geometry) for b in boundaries])  # [M, L, D]
     layer_sets = layer_sets_all_and_each(num_layers)  # [K, L]
-    # Z boundaries (and generators without layer-wise codes) score the all-layers set only
+    # Z boundaries, and generators without layer-wise codes (PGGAN), score the all-layers set only
     scored_sets = np.array(
-        [[b.layer_wise or j == 0 for j in range(len(layer_sets))] for b in boundaries]
+        [
+            [(b.layer_wise and geometry.layer_wise) or j == 0 for j in range(len(layer_sets))]
+            for b in boundaries
+        ]
     )
     n, m, k, s = config.num_latents, len(boundaries), len(layer_sets), len(semantics)
     targeted = _targeted_semantics(config.target, semantics)
@@ -172,6 +175,7 @@ def rescore_boundaries(
             "boundary_names": [b.name for b in boundaries],
             "boundary_spaces": [b.space for b in boundaries],  # 'z': all-layers row only
             "boundary_manipulate_layers": [b.manipulate_layers for b in boundaries],
+            "layer_wise": geometry.layer_wise,  # False: every boundary is re-scored at 'all' only
             "semantic_names": semantics,
             "layer_labels": layer_labels(num_layers),
             "semantic_ranges": semantic_ranges(session),
@@ -263,7 +267,8 @@ class ChunkPlan:
                 manipulated[:, b, 0] = score_codes(session, z_moved, config.batch_size)
                 continue
             codes = manipulate(wp, self.directions[b : b + 1], self.layer_sets, config.distance)[0]
-            for j in range(len(self.layer_sets)):  # one layer set at a time keeps the batch grid
+            scored = len(self.layer_sets) if geometry.layer_wise else 1  # PGGAN: 'all' only
+            for j in range(scored):  # one layer set at a time keeps the batch grid
                 manipulated[:, b, j] = score_codes(session, codes[j], config.batch_size)
         return z, w, original, manipulated
 

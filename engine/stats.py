@@ -206,7 +206,10 @@ def scored_layer_sets(meta: dict, num_sets: int) -> np.ndarray:
     """bool [M, K]: which layer sets of each boundary were scored (Z boundaries: 'all' only;
     their per-layer rows are NaN)."""
     spaces = meta.get("boundary_spaces") or ["w"] * len(meta["boundary_names"])
-    return np.array([[space != "z" or k == 0 for k in range(num_sets)] for space in spaces])
+    layer_wise = meta.get("layer_wise", True)  # False: a generator without layer-wise codes
+    return np.array(
+        [[(space != "z" and layer_wise) or k == 0 for k in range(num_sets)] for space in spaces]
+    )
 
 
 def score_ranges(store: ChunkedStore) -> np.ndarray:

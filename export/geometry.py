@@ -23,6 +23,7 @@ class LatentGeometry:
     w_avg: np.ndarray = field(repr=False)  # [D] float32
     truncation: np.ndarray = field(repr=False)  # [L] float32, psi_l (1.0 = untouched)
     family: str | None = None  # generator family ("stylegan", ...); None when unknown
+    layer_wise: bool = True  # False: no layer-wise code (PGGAN): only the all-layers row exists
 
     def truncate(self, w: np.ndarray) -> np.ndarray:
         """w [N, D] -> wp [N, L, D]: wp[:, l] = w_avg + (w - w_avg) * psi_l."""

@@ -107,6 +107,7 @@ def latent_geometry(generator: Generator, family: str | None = None) -> LatentGe
         w_avg=generator.average_w().detach().float().cpu().numpy().reshape(-1),
         truncation=generator.truncation_coefficients().detach().float().cpu().numpy().reshape(-1),
         family=getattr(generator, "family", None) or family,
+        layer_wise=bool(getattr(generator, "layer_wise", True)),
     )
 
 

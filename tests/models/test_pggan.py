@@ -129,7 +129,8 @@ def test_registry_builds_it_from_a_path_only(tiny_file: Path) -> None:
 
 
 def test_rescore_run_end_to_end_on_a_genforce_file(tiny_file: Path, tmp_path: Path) -> None:
-    """`rescore run` with tiny N/K: one code, so the per-layer row (layer 0) equals all layers."""
+    """`rescore run` with tiny N/K: one code, so only the all-layers row is re-scored, and the
+    summary says so."""
     out = tmp_path / "run"
     args = ["run", "-o", str(out), "--generator", f"pggan={tiny_file}", "-p", "color"]
     args += ["-n", "60", "--rescore-num", "6", "--chosen-num", "10", "--batch-size", "30"]
@@ -137,8 +138,11 @@ def test_rescore_run_end_to_end_on_a_genforce_file(tiny_file: Path, tmp_path: Pa
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     entry = next(iter(summary["boundaries"].values()))
-    assert len(entry["layer_delta"]) == 1
-    assert entry["layer_delta"][0] == pytest.approx(entry["delta_all_layers"])
+    assert summary["layer_wise"] is False
+    assert entry["layer_delta"] == [] and entry["peak_layer"] is None
+    assert np.isfinite(entry["delta_all_layers"])
+    rows = (out / "rescore.csv").read_text().splitlines()[1:]
+    assert rows and all(row.split(",")[1] == "all" for row in rows)
 
 
 def test_onnx_export_matches_torch(tiny_file: Path, tmp_path: Path) -> None:
