@@ -36,7 +36,7 @@ from . import stylegan_layers as ops
 from .base import truncate
 from .checkpoints import as_state_dict, load_strict, read_checkpoint
 from .errors import CheckpointError, RescoreError, ShapeMismatchError
-from .stylegan_layers import ParameterHolder, TruncationBuffers
+from .stylegan_layers import ParameterHolder, TruncationBuffers, check_latents
 
 _RESOLUTIONS_ALLOWED = (8, 16, 32, 64, 128, 256, 512, 1024)
 _ARCHITECTURES_ALLOWED = ("skip", "resnet", "origin")
@@ -341,16 +341,12 @@ class StyleGAN2Generator(nn.Module):
 
     def map(self, z: torch.Tensor) -> torch.Tensor:
         """Mapping network: z [B, Z] -> w [B, D] (no truncation)."""
-        if z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ShapeMismatchError(
-                f"latents z have shape {tuple(z.shape)}, expected [batch, {self.z_dim}]; "
-                f"draw z with z_dim={self.z_dim}"
-            )
+        check_latents(z, self.z_dim)
         return self.mapping(z)
 
     def truncation_coefficients(self) -> torch.Tensor:
         """Per-layer truncation coefficient psi_l, shape [L]."""
-        return self.truncation.truncation.view(-1)
+        return self.truncation.coefficients()
 
     def average_w(self) -> torch.Tensor:
         """The w_avg used for truncation, shape [D]."""

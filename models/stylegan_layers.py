@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ShapeMismatchError
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 Activation = Literal["linear", "lrelu"]
@@ -48,6 +50,19 @@ class TruncationBuffers(nn.Module):
         ones = torch.ones_like(layer_index)
         coefficients = torch.where(layer_index < layers, ones * psi, ones)  # [1, L, 1]
         self.register_buffer("truncation", coefficients)
+
+    def coefficients(self) -> torch.Tensor:
+        """Per-layer truncation coefficient psi_l, shape [L]."""
+        return self.truncation.view(-1)
+
+
+def check_latents(z: torch.Tensor, z_dim: int) -> None:
+    """Refuse latents that are not [batch, z_dim] (one message for the whole family)."""
+    if z.ndim != 2 or z.shape[1] != z_dim:
+        raise ShapeMismatchError(
+            f"latents z have shape {tuple(z.shape)}, expected [batch, {z_dim}]; "
+            f"draw z with z_dim={z_dim}"
+        )
 
 
 def pixel_norm(x: torch.Tensor, *, eps: float = 1e-8) -> torch.Tensor:
