@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from rescore.export.backends import BackendSpec
 from rescore.export.session import ScoringSession
-from rescore.kernels.manipulate import layer_sets_all_and_each, manipulate
+from rescore.kernels.manipulate import layer_sets_all_and_each
 
 from .boundary import Boundary, check_family
 from .errors import ScoreError
@@ -45,6 +45,7 @@ from .scoring import (
     check_micro_batch,
     map_latents,
     score_codes,
+    score_layer_sets_on_grid,
     semantic_ranges,
     session_identity,
     session_record,
@@ -192,26 +193,28 @@ def rescore_boundaries(
     )
     plan = ChunkPlan(boundaries, directions, layer_sets, config)
     pending = store.pending_chunks()
-    images = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending) * (1 + m * k)
+    images = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending) * (
+        1 + scored_sets.sum()
+    )
+
+    def moving() -> np.ndarray:  # [M, K]: the (boundary, layer set) pairs still moved
+        return active[:, None] & scored_sets
+
     if executor.kind == "local":
-        results = local_in_order(
-            lambda c, mask: plan.score(session, c, mask), pending, lambda: active
-        )
+        results = local_in_order(lambda c, mask: plan.score(session, c, mask), pending, moving)
     else:
         if backend is None:
             raise ScoreError("a Ray rescore needs the backend its workers open; pass backend=")
         store.set_session({**session_record(session), **executor.record()})
-        results = ray_in_order(
-            executor, RescoreWorker(spec, backend, plan), pending, lambda: active
-        )
+        results = ray_in_order(executor, RescoreWorker(spec, backend, plan), pending, moving)
     with tqdm(total=int(images), unit="img", desc="rescore", disable=not progress) as bar:
         for index, mask, (z, w, original, manipulated) in results:
             count = len(z)
             if not manipulated.flags.writeable:  # Ray hands out read-only views of its store
                 manipulated = manipulated.copy()
-            manipulated[:, mask & ~active] = np.nan  # stopped after this chunk was dispatched
+            manipulated[:, mask & ~moving()] = np.nan  # stopped after this chunk was dispatched
             moved = np.zeros((count, m), np.uint8)
-            bar.update(count * (1 + k * int(active.sum())))
+            bar.update(count * (1 + int((mask & moving()).sum())))
             for b in np.flatnonzero(active):
                 boundary_gains = gains(original, manipulated[:, b : b + 1])[:, 0]  # [n, K, S]
                 rows = count
@@ -245,11 +248,11 @@ class ChunkPlan:
     config: RescoreConfig
 
     def score(
-        self, session: ScoringSession, index: int, active: np.ndarray
+        self, session: ScoringSession, index: int, moving: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Chunk `index`: z [n, Z], w [n, D], original [n, S] and manipulated [n, M, K, S] for the
-        `active` boundaries (NaN elsewhere). Pure in (index, active): any worker gives the same
-        bits."""
+        (boundary, layer set) pairs `moving` [M, K] marks (NaN elsewhere). Pure in (index,
+        moving): any worker gives the same bits."""
         config, geometry = self.config, session.geometry
         start = index * config.chunk_size
         stop = min(start + config.chunk_size, config.num_latents)
@@ -257,19 +260,25 @@ class ChunkPlan:
         w = map_latents(session, z, config.batch_size)  # [n, D]
         wp = geometry.truncate(w)  # [n, L, D]
         original = score_codes(session, wp, config.batch_size)  # [n, S]
+        moving = np.asarray(moving, bool).reshape(len(self.boundaries), len(self.layer_sets))
         shape = (stop - start, len(self.boundaries), len(self.layer_sets), original.shape[1])
         manipulated = np.full(shape, np.nan, dtype=np.float32)
-        for b in np.flatnonzero(active):
+        for b in np.flatnonzero(moving.any(axis=1)):
             if not self.boundaries[b].layer_wise:  # Z: move z, map, truncate; per-layer rows NaN
                 z_moved = moved_z_codes(
                     session, z, self.boundaries[b].normal, config.distance, config.batch_size
                 )
                 manipulated[:, b, 0] = score_codes(session, z_moved, config.batch_size)
                 continue
-            codes = manipulate(wp, self.directions[b : b + 1], self.layer_sets, config.distance)[0]
-            scored = len(self.layer_sets) if geometry.layer_wise else 1  # PGGAN: 'all' only
-            for j in range(scored):  # one layer set at a time keeps the batch grid
-                manipulated[:, b, j] = score_codes(session, codes[j], config.batch_size)
+            sets = np.flatnonzero(moving[b])
+            manipulated[:, b, sets] = score_layer_sets_on_grid(
+                session,
+                wp,
+                self.directions[b],
+                self.layer_sets[sets],
+                config.distance,
+                config.batch_size,
+            )
         return z, w, original, manipulated
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from rescore.export.session import ScoringSession
+from rescore.kernels.manipulate import manipulate
 
 from .errors import ScoreError
 
@@ -45,6 +46,21 @@ def score_codes(session: ScoringSession, wp: np.ndarray, batch_size: int) -> np.
     return np.concatenate(
         [session.score(wp[i : i + batch_size]) for i in range(0, len(wp), batch_size)], axis=0
     )
+
+
+def score_layer_sets_on_grid(
+    session: ScoringSession,
+    wp: np.ndarray,
+    direction: np.ndarray,
+    layer_sets: np.ndarray,
+    distance: float,
+    batch_size: int,
+) -> np.ndarray:
+    """Scores [n, K, S] of wp [n, L, D] moved by distance * direction [L, D] on each layer set
+    [K, L] (`rescore.kernels.manipulate`'s codes), one layer set at a time on the micro-batch
+    grid, so the bits do not depend on the chunking."""
+    codes = manipulate(wp, direction[None], layer_sets, distance)[0]  # [K, n, L, D]
+    return np.stack([score_codes(session, moved, batch_size) for moved in codes], axis=1)
 
 
 def check_micro_batch(chunk_size: int, batch_size: int) -> None:
