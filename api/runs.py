@@ -1,12 +1,14 @@
 """Reading a finished run directory: boundaries, the Delta table and the layer ranking.
 
 Everything here reads the files a run wrote (`boundaries/`, `rescore.csv`, `summary.json`; see
-the README's "Output formats"), with NumPy and the standard library only.
+the README's "Output formats"), with NumPy and the standard library only (and fsspec for a run
+directory given as an object-store URL, ``s3://bucket/run``).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 
 from rescore.engine import boundary as _boundary
 from rescore.engine.errors import StoreError
+from rescore.engine.location import StoreUrl, as_location
 
 SUMMARY_FORMAT = "rescore.summary"
 
@@ -48,17 +51,25 @@ class DeltaRecords:
         )
 
 
-def load_boundaries(paths: str | Path | list[str | Path]) -> list[_boundary.Boundary]:
-    """Boundaries from files, directories and HiGAN boundary lists (`FILE:z` names a space)."""
-    listed = [paths] if isinstance(paths, str | Path) else list(paths)
-    return _boundary.load_boundaries(listed)
+def load_boundaries(
+    paths: str | Path | StoreUrl | list[str | Path | StoreUrl],
+) -> list[_boundary.Boundary]:
+    """Boundaries from files, directories and HiGAN boundary lists (`FILE:z` names a space);
+    a directory may be an object-store URL (``s3://bucket/run/boundaries``)."""
+    listed = [paths] if isinstance(paths, str | Path | StoreUrl) else list(paths)
+    return _boundary.load_boundaries([_url_or_path(p) for p in listed])
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
+def _url_or_path(entry: str | Path | StoreUrl) -> str | Path | StoreUrl:
+    is_url = isinstance(entry, str) and not isinstance(as_location(entry), Path)
+    return as_location(entry) if is_url else entry
+
+
+def read_summary(run_dir: str | Path | StoreUrl) -> dict[str, Any]:
     """`summary.json` of a finished run (format `rescore.summary`)."""
-    path = Path(run_dir) / "summary.json"
+    path = as_location(run_dir) / "summary.json"
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_bytes())
     except FileNotFoundError as error:
         raise StoreError(f"{path} not found; run `rescore rescore` or `rescore report`") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -68,17 +79,17 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
-def read_layer_ranking(run_dir: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
+def read_layer_ranking(run_dir: str | Path | StoreUrl) -> dict[str, dict[str, dict[str, Any]]]:
     """boundary -> semantic -> {'peak_layer', 'indistinguishable_layers'} (None / [] for Z)."""
     return read_summary(run_dir)["layer_ranking"]
 
 
-def read_delta_table(run_dir: str | Path) -> DeltaRecords:
+def read_delta_table(run_dir: str | Path | StoreUrl) -> DeltaRecords:
     """The run's `rescore.csv` as `DeltaRecords` (columns are read by name)."""
-    path = Path(run_dir) / "rescore.csv"
+    path = as_location(run_dir) / "rescore.csv"
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        text = path.read_bytes().decode("utf-8")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
     except FileNotFoundError as error:
         raise StoreError(f"{path} not found; run `rescore rescore` first") from error
     needed = {"boundary", "layer", "semantic", "delta", "stderr", "ci_low", "ci_high", "k"}

@@ -3,6 +3,8 @@
 Every output is written to a temporary sibling ``.<stem>.<hex>.tmp<suffix>`` in the same
 directory and renamed over the target with `os.replace` (atomic within one file system).
 A kill leaves at most the temporary file; `clean_leftovers` removes stale ones on the next run.
+A target on an object store (`location.StoreUrl`) is written to a local temporary file, then
+uploaded as one object: object stores show an object whole or not at all.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from .location import Location, StoreUrl
 
 # Leftovers younger than this may belong to a writer still running in another process.
 STALE_SECONDS = 600.0
@@ -21,12 +26,18 @@ _PATTERNS = (".*.partial", ".*.tmp", ".*.tmp.*", ".export-*", ".write-test-*")
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Location) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, else delete it.
 
     For writers that want a file name (matplotlib's savefig, PIL's save): write to the yielded
     path, which keeps `path`'s suffix so format detection by extension still works.
     """
+    if isinstance(path, StoreUrl):
+        with tempfile.TemporaryDirectory(prefix="rescore-") as scratch:
+            staged = Path(scratch) / path.name
+            yield staged
+            path.upload(staged)
+        return
     path = Path(path)
     staged = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
@@ -37,14 +48,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.remove(staged)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
+def write_bytes_atomic(path: Location, data: bytes) -> Location:
     """Write `data` to `path` atomically; returns `path`."""
+    if isinstance(path, StoreUrl):
+        path.write_bytes(data)
+        return path
     with atomic_path(path) as staged:
         staged.write_bytes(data)
     return Path(path)
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
+def write_text_atomic(path: Location, text: str) -> Location:
     """Write UTF-8 `text` to `path` atomically; returns `path`."""
     return write_bytes_atomic(path, text.encode("utf-8"))
 

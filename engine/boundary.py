@@ -23,10 +23,8 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import pickle
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,9 @@ import numpy as np
 
 from rescore.export.geometry import LatentGeometry
 
+from .atomic import write_bytes_atomic
 from .errors import BoundaryError
+from .location import Location, StoreUrl
 from .version import __version__
 
 BOUNDARY_FORMAT = "rescore.boundary"
@@ -177,10 +177,12 @@ def boundary_stem(semantic: str) -> str:
     return _SAFE_NAME.sub("_", semantic)
 
 
-def save_boundary(directory: Path, boundary: Boundary) -> Path:
-    """Write `<stem>.npy` (HiGAN layout) and `<stem>.json` atomically; return the .npy path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+def save_boundary(directory: Location, boundary: Boundary) -> Location:
+    """Write `<stem>.npy` (HiGAN layout) and `<stem>.json` atomically (locally or on an object
+    store); return the .npy path."""
+    if not isinstance(directory, StoreUrl):
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
     stem = boundary_stem(boundary.name)
     npy_path, json_path = directory / f"{stem}.npy", directory / f"{stem}.json"
     sidecar = {
@@ -193,8 +195,10 @@ def save_boundary(directory: Path, boundary: Boundary) -> Path:
         "space": boundary.space,
         "family": boundary.family,
     }
-    _atomic_write(npy_path, lambda f: np.save(f, boundary.normal.astype(np.float32)))
-    _atomic_write(json_path, lambda f: f.write(json.dumps(sidecar, indent=2).encode()))
+    npy = io.BytesIO()
+    np.save(npy, boundary.normal.astype(np.float32))
+    write_bytes_atomic(npy_path, npy.getvalue())
+    write_bytes_atomic(json_path, json.dumps(sidecar, indent=2).encode())
     return npy_path
 
 
@@ -208,7 +212,7 @@ def parse_boundary_argument(text: str | Path) -> tuple[Path, str | None]:
 
 
 def load_boundary(
-    path: Path | str, space: str | None = None, *, name: str | None = None
+    path: Location | str, space: str | None = None, *, name: str | None = None
 ) -> Boundary:
     """Read a boundary `.npy` (rescore, HiGAN or InterFaceGAN) and its sidecar if present.
 
@@ -216,7 +220,7 @@ def load_boundary(
     semantic (a HiGAN boundary list does). Without a sidecar, the semantic is the file name less
     HiGAN's `_boundary` suffix or InterFaceGAN++'s `boundary_` prefix.
     """
-    path = Path(path)
+    path = path if isinstance(path, StoreUrl) else Path(path)
     if not path.is_file():
         raise BoundaryError(f"boundary file not found: {path}")
     array, extra = _read_npy(path)
@@ -238,7 +242,7 @@ def load_boundary(
     semantic = _semantic_from_file_name(path.stem)
     if sidecar_path.is_file():
         try:
-            metadata = {**metadata, **json.loads(sidecar_path.read_text())}
+            metadata = {**metadata, **json.loads(sidecar_path.read_bytes())}
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise BoundaryError(
                 f"boundary sidecar {sidecar_path} is not valid JSON ({error})"
@@ -249,15 +253,18 @@ def load_boundary(
     )
 
 
-def load_boundaries(paths: list[Path | str]) -> list[Boundary]:
+def load_boundaries(paths: list[Location | str]) -> list[Boundary]:
     """Boundaries from files, directories (every `*.npy`, sorted) and HiGAN boundary lists.
 
     Each entry may carry its space (`FILE:z`, `DIR:w`: every file of the directory). A `.txt`
     file is read as HiGAN's boundary list, which names each file's semantic and space.
     """
-    entries: list[tuple[Path, str | None, str | None]] = []  # (file, space, semantic name)
+    entries: list[tuple[Location, str | None, str | None]] = []  # (file, space, semantic)
     for entry in paths:
-        path, space = parse_boundary_argument(entry)
+        if isinstance(entry, StoreUrl):
+            path, space = entry, None
+        else:
+            path, space = parse_boundary_argument(entry)
         if path.is_dir():
             entries.extend((f, space, None) for f in sorted(path.glob("*.npy")))
         elif path.suffix == ".txt":
@@ -391,32 +398,32 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refused to load {module}.{name}")
 
 
-def _read_npy(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+def _read_npy(path: Location) -> tuple[np.ndarray, dict[str, Any]]:
     """The boundary array and what HiGAN's pickled-dict variant carries beside it
-    (`manipulate_layers` from its `meta_data`)."""
-    with open(path, "rb") as handle:
-        magic = handle.read(6)
+    (`manipulate_layers` from its `meta_data`). The file is read whole (a boundary is small)."""
+    data = path.read_bytes()
+    magic = data[:6]
     if magic != b"\x93NUMPY":
         kind = "a .npz archive" if magic.startswith(b"PK") else "not a .npy file"
         raise BoundaryError(
             f"{path} is {kind}; a boundary is one array saved with np.save (HiGAN's layout)"
         )
     try:
-        return np.load(path, allow_pickle=False), {}
+        return np.load(io.BytesIO(data), allow_pickle=False), {}
     except ValueError:
         pass  # an object array (HiGAN's pickled-dict variant): read it with the safe unpickler
     except (OSError, EOFError) as error:
         raise BoundaryError(f"{path} is not a readable .npy file ({error})") from error
     try:
-        with open(path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
-            if version == (1, 0):
-                np.lib.format.read_array_header_1_0(handle)
-            elif version == (2, 0):
-                np.lib.format.read_array_header_2_0(handle)
-            else:
-                raise ValueError(f"unsupported .npy version {version}")
-            payload = _ArrayOnlyUnpickler(io.BytesIO(handle.read())).load()
+        handle = io.BytesIO(data)
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        payload = _ArrayOnlyUnpickler(io.BytesIO(handle.read())).load()
     except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, TypeError) as error:
         raise BoundaryError(
             f"{path} holds pickled objects other than a dict of arrays ({error}); refused: "
@@ -448,14 +455,3 @@ def _check_values(array: np.ndarray, path: Path) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise BoundaryError(f"{path} contains NaN or inf values; refit the boundary")
     return array
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .errors import StoreError
 from .layout import RunDirectory
+from .location import Location, StoreUrl
 from .project import PROJECTIONS_KIND
 from .rescore import RESCORE_KIND
 from .sample import SAMPLES_KIND
@@ -32,7 +33,7 @@ _WRITERS = {
 class StoreReport:
     """What `check_store` found in one store."""
 
-    path: Path
+    path: Location
     writer: str
     num_chunks: int = 0
     damaged_chunks: list[int] = field(default_factory=list)  # units marked pending again
@@ -79,9 +80,9 @@ def check_run(run: RunDirectory) -> list[StoreReport]:
     return [check_store(path, kind) for path, kind in present]
 
 
-def check_store(path: Path, kind: str) -> StoreReport:
+def check_store(path: Location, kind: str) -> StoreReport:
     """Read every chunk of the store at `path`; mark damaged units pending."""
-    report = StoreReport(Path(path), _WRITERS[kind])
+    report = StoreReport(path if isinstance(path, StoreUrl) else Path(path), _WRITERS[kind])
     try:
         store = ChunkedStore.open(path, kind=kind)
         report.num_chunks = store.num_chunks

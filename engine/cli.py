@@ -17,6 +17,7 @@ import typer
 from rescore.models.errors import RescoreError
 
 from .layout import RunDirectory
+from .location import as_location, is_url, parse_storage_options
 
 
 class _Lazy:
@@ -86,7 +87,33 @@ def _startup(
         raise typer.Exit(2) from None
 
 
-Out = Annotated[Path, typer.Option("--out", "-o", help="Run directory (created if missing).")]
+def _out_value(text: str) -> Path | str:
+    """--out as given: a local `Path` (``file://`` URLs too), or an object-store URL kept as the
+    string (`Path` would fold its ``//``); commands that take no URL refuse it."""
+    return text if is_url(text) and not text.lower().startswith("file://") else Path(text)
+
+
+Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Run directory (created if missing); sample, fit, rescore, run, report and check "
+        "also take an fsspec URL: s3://bucket/run, gs://..., az://...",
+        parser=_out_value,
+    ),
+]
+StorageOptions = Annotated[
+    list[str],
+    typer.Option(
+        "--storage-option",
+        help="fsspec storage option KEY=VALUE for a URL --out (repeatable), e.g. "
+        "endpoint_url=http://localhost:9000; credentials are best left to the backend's "
+        "environment (AWS_ACCESS_KEY_ID, AWS_PROFILE, ...). Never recorded in a store.",
+    ),
+]
+# Commands whose --out may be an object-store URL (the others write local files only).
+_URL_COMMANDS = ("sample", "fit", "rescore", "report", "run", "check")
 Generator = Annotated[
     str,
     typer.Option(
@@ -162,6 +189,7 @@ def _user_errors(command):
     def wrapper(*args, **kwargs):
         created = _first_missing(kwargs.get("out"))
         try:
+            _refuse_url(command.__name__, kwargs.get("out"))
             from rescore.export.threads import apply_thread_budget
 
             apply_thread_budget()  # torch, numba and ONNX Runtime: one --threads budget
@@ -181,6 +209,21 @@ def _user_errors(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def _refuse_url(command: str, out: Path | str | None) -> None:
+    """A URL --out for a command that writes local files only is a one-line error."""
+    if isinstance(out, str) and command not in _URL_COMMANDS:
+        name = command.removesuffix("_command").replace("_", " ")
+        raise RescoreError(
+            f"rescore {name} writes to a local directory, not {out}; give a local --out "
+            f"(object-store URLs work with {', '.join(_URL_COMMANDS)})"
+        )
+
+
+def _run_directory(out: Path | str, storage_options: list[str]) -> RunDirectory:
+    """The run directory --out names: local, or on an object store with `storage_options`."""
+    return RunDirectory(as_location(out, parse_storage_options(storage_options)))
 
 
 def _environment_message(error: OSError) -> str:
@@ -362,6 +405,7 @@ def sample(
     executor: Executor = "local",
     workers: Workers = 1,
     ray_address: RayAddress = None,
+    storage_option: StorageOptions = [],
     quiet: Quiet = False,
 ) -> None:
     """Sample N latents, score every image, write OUT/samples.zarr (rerun to resume).
@@ -371,7 +415,7 @@ def sample(
     """
     spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed, class_index)
     store = pipeline.sample_step(
-        RunDirectory(out),
+        _run_directory(out, storage_option),
         spec,
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, chunk_size, _batch(batch_size, device), wplus),
@@ -395,6 +439,7 @@ def fit(
     solver: Annotated[str, typer.Option(help="svc (HiGAN parity) or linear_svc (scales).")] = "svc",
     space: Annotated[str, typer.Option(help="auto, w or wp (per-layer).")] = "auto",
     seed: Seed = 0,
+    storage_option: StorageOptions = [],
     quiet: Quiet = False,
 ) -> None:
     """Fit a linear SVM boundary per semantic into OUT/boundaries/ (.npy + .json).
@@ -402,7 +447,7 @@ def fit(
     Example:  rescore fit -o runs/bedroom -s indoor_lighting -s wood --chosen-num 2000
     """
     results = pipeline.fit_step(
-        RunDirectory(out),
+        _run_directory(out, storage_option),
         FitConfig(chosen_num, 0.7, solver, space, tuple(semantic), seed),  # type: ignore[arg-type]
         progress=not quiet,
     )
@@ -475,6 +520,7 @@ def rescore(
     executor: Executor = "local",
     workers: Workers = 1,
     ray_address: RayAddress = None,
+    storage_option: StorageOptions = [],
     quiet: Quiet = False,
 ) -> None:
     """Rescore boundaries layer by layer on K fresh latents, then write the report.
@@ -485,7 +531,7 @@ def rescore(
     Examples:  rescore rescore -o runs/bedroom -n 2000 --distance 2
                rescore rescore -o runs/bedroom --target-ci 0.005 --max-k 20000
     """
-    run = RunDirectory(out)
+    run = _run_directory(out, storage_option)
     _finite("--distance", distance)
     _at_least("--num", num, 2, " (a confidence interval needs K >= 2 latents)")
     if max_k is not None:
@@ -546,12 +592,13 @@ def report(
             help="CI method: auto, normal or bootstrap (default: the one the run recorded)."
         ),
     ] = None,
+    storage_option: StorageOptions = [],
 ) -> None:
     """Rewrite OUT/rescore.csv, OUT/summary.json and the heatmaps from OUT/rescore.zarr.
 
     Example:  rescore report -o runs/bedroom
     """
-    run = RunDirectory(out)
+    run = _run_directory(out, storage_option)
     if ci is not None and ci not in CI_METHODS:
         raise RescoreError(f"unknown --ci '{ci}'; use {', '.join(CI_METHODS)}")
     summary = pipeline.report_step(run, ci_method=ci)
@@ -694,7 +741,10 @@ def grid(
 @app.command(name="export")
 @_user_errors
 def export_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the ONNX files.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Directory for the ONNX files.", parser=_out_value),
+    ],
     generator: Generator,
     predictor: Predictors,
     part: Annotated[
@@ -761,6 +811,7 @@ def run(
     executor: Executor = "local",
     workers: Workers = 1,
     ray_address: RayAddress = None,
+    storage_option: StorageOptions = [],
     quiet: Quiet = False,
 ) -> None:
     """sample -> fit -> rescore -> report into one directory.
@@ -772,8 +823,9 @@ def run(
     _finite("--distance", distance)
     _at_least("--rescore-num", rescore_num, 2, " (a confidence interval needs K >= 2 latents)")
     spec = _spec(generator, predictor, truncation_psi, truncation_layers, model_seed, class_index)
+    run_dir = _run_directory(out, storage_option)
     summary = pipeline.run_all(
-        RunDirectory(out),
+        run_dir,
         spec,
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, 1024, _batch(batch_size, device), wplus),
@@ -783,12 +835,12 @@ def run(
         progress=not quiet,
     )
     _print_summary(summary)
-    _print_outputs(RunDirectory(out))
+    _print_outputs(run_dir)
 
 
 @app.command()
 @_user_errors
-def check(out: Out) -> None:
+def check(out: Out, storage_option: StorageOptions = []) -> None:
     """Read every chunk of every store of a run; mark damaged chunks for recomputation.
 
     Damaged chunks (checksum mismatch, unreadable, missing) get their ledger entries reset, so
@@ -799,7 +851,7 @@ def check(out: Out) -> None:
     """
     from .check import check_run
 
-    reports = check_run(RunDirectory(out))
+    reports = check_run(_run_directory(out, storage_option))
     damaged = False
     for report in reports:
         typer.echo(report.describe())
@@ -811,7 +863,9 @@ def check(out: Out) -> None:
 @app.command()
 @_user_errors
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory.")] = Path("runs/demo"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory.", parser=_out_value)
+    ] = Path("runs/demo"),
     quick: Annotated[bool, typer.Option(help="Tiny sizes (seconds), for smoke tests.")] = False,
     device: Device = "auto",
     quiet: Quiet = False,

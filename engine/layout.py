@@ -10,7 +10,8 @@ DIR/cross_effects.png  boundary x semantic Delta / own Delta (entanglement)
 DIR/projections.zarr   signed distance of every sample to every boundary (rescore project)
 
 Every file is written atomically (temporary sibling + rename); the stores carry crc32c checksums
-(`rescore check -o DIR` finds damaged chunks and marks them for recomputation).
+(`rescore check -o DIR` finds damaged chunks and marks them for recomputation). DIR may also be an
+object-store URL (`location.StoreUrl`): each file is then one PUT, whole or absent.
 """
 
 from __future__ import annotations
@@ -18,52 +19,56 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from .atomic import clean_leftovers
 from .errors import OutputError
+from .location import Location, StoreUrl, check_writable
 
 
 @dataclass(frozen=True)
 class RunDirectory:
-    """Paths inside one run's output directory."""
+    """Paths inside one run's output directory (a local `Path` or an object-store `StoreUrl`;
+    the properties below are of the same kind)."""
 
-    root: Path
+    root: Location
 
     @property
-    def samples(self) -> Path:
+    def samples(self) -> Location:
         return self.root / "samples.zarr"
 
     @property
-    def boundaries(self) -> Path:
+    def boundaries(self) -> Location:
         return self.root / "boundaries"
 
     @property
-    def rescore_store(self) -> Path:
+    def rescore_store(self) -> Location:
         return self.root / "rescore.zarr"
 
     @property
-    def table(self) -> Path:
+    def table(self) -> Location:
         return self.root / "rescore.csv"
 
     @property
-    def summary(self) -> Path:
+    def summary(self) -> Location:
         return self.root / "summary.json"
 
     @property
-    def heatmap(self) -> Path:
+    def heatmap(self) -> Location:
         return self.root / "heatmap.png"
 
     @property
-    def projections(self) -> Path:
+    def projections(self) -> Location:
         return self.root / "projections.zarr"
 
     @property
-    def cross_effects(self) -> Path:
+    def cross_effects(self) -> Location:
         return self.root / "cross_effects.png"
 
     def ensure_writable(self) -> RunDirectory:
         """Create the directory if needed and prove it is writable, before any work starts."""
+        if isinstance(self.root, StoreUrl):
+            check_writable(self.root)  # an object store has no directories and no leftovers
+            return self
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / f".write-test-{uuid.uuid4().hex[:8]}"

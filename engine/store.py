@@ -39,8 +39,12 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.core.sync import sync
+
+from rescore.models.errors import RescoreError
 
 from .errors import DamagedStoreError, StoreError, StoreMismatchError
+from .location import Location, StoreUrl, as_location
 from .version import __version__
 
 FORMAT_VERSION = 2  # 2: crc32c on every chunk, empty chunks written (1: neither; still read)
@@ -90,7 +94,7 @@ class ArraySpec:
 class ChunkedStore:
     """A run's Zarr group written in units of `chunk_size` samples, with a completion ledger."""
 
-    def __init__(self, path: Path, group: zarr.Group) -> None:
+    def __init__(self, path: Location, group: zarr.Group) -> None:
         self.path = path
         self.group = group
         meta = dict(group.attrs).get(_ATTR)
@@ -107,7 +111,7 @@ class ChunkedStore:
     @classmethod
     def create_or_resume(
         cls,
-        path: Path,
+        path: Location,
         *,
         kind: str,
         identity: Mapping[str, Any],
@@ -119,12 +123,14 @@ class ChunkedStore:
     ) -> ChunkedStore:
         """Open the store at `path` if it was made by the same identity, else create it.
 
-        Creation happens in a temporary sibling directory that is renamed into place, so a store
-        either exists whole (metadata, static arrays, empty ledger) or not at all.
+        Locally, creation happens in a temporary sibling directory that is renamed into place, so
+        a store exists whole (metadata, static arrays, empty ledger) or not at all. Object stores
+        have no rename: the store is built in place under a ``creating`` marker that the final
+        attributes replace (written last), and a creation found interrupted is redone.
         """
-        path = Path(path)
+        path = as_location(path)
         identity = _normalize(identity)
-        if path.exists():
+        if _present(path):
             store = cls.open(path, kind=kind)
             store._check_identity(identity)
             store._requeue_missing()
@@ -134,44 +140,13 @@ class ChunkedStore:
                 f"a store needs num_samples > 0 and chunk_size > 0 (got "
                 f"{num_samples}, {chunk_size})"
             )
+        content = _Content(kind, identity, num_samples, chunk_size, arrays, static, attrs)
+        if isinstance(path, StoreUrl):
+            _create_in_place(path, content)
+            return cls.open(path, kind=kind)
         staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
         try:
-            group = zarr.open_group(staging, mode="w")
-            num_chunks = -(-num_samples // chunk_size)
-            for spec in arrays:
-                inner = spec.inner_chunks or spec.shape[1:]
-                group.create_array(
-                    spec.name,
-                    shape=(num_samples, *spec.shape[1:]),
-                    chunks=(min(chunk_size, num_samples), *inner),
-                    dtype=spec.dtype,
-                    dimension_names=spec.dims,
-                    fill_value=np.nan if spec.dtype.startswith("float") else 0,
-                    **_array_options(),
-                )
-            for name, (data, dims) in static.items():
-                group.create_array(
-                    name, data=np.asarray(data), dimension_names=dims, **_array_options()
-                )
-            group.create_array(
-                LEDGER,
-                data=np.zeros(num_chunks, np.uint8),
-                chunks=(1,),
-                fill_value=0,
-                dimension_names=("chunk",),
-                **_array_options(),
-            )
-            group.attrs[_ATTR] = _normalize(
-                {
-                    "format": kind,
-                    "format_version": FORMAT_VERSION,
-                    "identity": identity,
-                    "num_samples": num_samples,
-                    "chunk_size": chunk_size,
-                    "rescore_version": __version__,
-                    **attrs,
-                }
-            )
+            content.write(zarr.open_group(staging, mode="w"))
             os.replace(staging, path)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
@@ -188,13 +163,15 @@ class ChunkedStore:
         return cls.open(path, kind=kind)
 
     @classmethod
-    def open(cls, path: Path, *, kind: str, mode: str = "r+") -> ChunkedStore:
-        """Open an existing store of the given kind, checking its format version."""
-        path = Path(path)
-        if not path.exists():
+    def open(cls, path: Location | str, *, kind: str, mode: str = "r+") -> ChunkedStore:
+        """Open an existing store of the given kind (a local path or an object-store URL),
+        checking its format version."""
+        path = as_location(path)
+        if not _present(path):
             raise StoreError(f"store not found: {path}; run the step that writes it first")
+        target = path.zarr_store(read_only=mode == "r") if isinstance(path, StoreUrl) else path
         try:
-            group = zarr.open_group(path, mode=mode)
+            group = zarr.open_group(target, mode=mode)
         except Exception as error:  # zarr raises several types for a damaged group
             raise StoreError(f"{path} is not a readable Zarr v3 group ({error})") from error
         store = cls(path, group)
@@ -312,6 +289,13 @@ class ChunkedStore:
             raise StoreError(
                 f"cannot write chunk {chunk} of {self.path} ({_reason(error)}); {_fix(error)}"
             ) from error
+        except Exception as error:  # an object store's client errors (network, credentials)
+            if not isinstance(self.path, StoreUrl):
+                raise
+            raise StoreError(
+                f"cannot write chunk {chunk} of {self.path} ({_short_error(error)}); check the "
+                f"connection and credentials, then rerun the same command to resume"
+            ) from error
 
     def sample_arrays(self) -> list[str]:
         """Names of the arrays chunked along `sample` (written unit by unit), ledger excluded."""
@@ -327,6 +311,7 @@ class ChunkedStore:
     def missing_chunk_files(self, chunks: list[int] | None = None) -> list[int]:
         """Units (`chunks`, default: the completed ones) with a chunk file missing on disk.
 
+        Chunk files are listed through zarr's store (a directory, or an object-store prefix).
         Format 2 writes every chunk, so a missing file is damage (a deleted file would otherwise
         read back as fill values). Format 1 stores skipped all-fill chunks: nothing is reported.
         """
@@ -335,12 +320,12 @@ class ChunkedStore:
         wanted = self.completed_chunks() if chunks is None else chunks
         missing = []
         arrays = [self.array(name).zarr for name in self.sample_arrays()]
+        stored = {array.path: _stored_keys(array) for array in arrays} if wanted else {}
         for chunk in wanted:
             for array in arrays:
                 grid = [range(n) for n in array.cdata_shape[1:]]
                 keys = (array.metadata.encode_chunk_key((chunk, *rest)) for rest in product(*grid))
-                directory = self.path / array.basename
-                if not all((directory / key).is_file() for key in keys):
+                if not all(key in stored[array.path] for key in keys):
                     missing.append(chunk)
                     break
         return missing
@@ -453,7 +438,117 @@ class _CheckedIndexer:
         return self._array._read(lambda: self._indexer[key], key)
 
 
-def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class _Content:
+    """What a new store holds before any chunk is written: arrays, static arrays, the empty
+    ledger and the attributes (the attributes last: they mark the store complete)."""
+
+    kind: str
+    identity: dict[str, Any]
+    num_samples: int
+    chunk_size: int
+    arrays: list[ArraySpec]
+    static: Mapping[str, tuple[np.ndarray, tuple[str, ...]]]
+    attrs: Mapping[str, Any]
+
+    def write(self, group: zarr.Group) -> None:
+        num_samples, chunk_size = self.num_samples, self.chunk_size
+        num_chunks = -(-num_samples // chunk_size)
+        for spec in self.arrays:
+            inner = spec.inner_chunks or spec.shape[1:]
+            group.create_array(
+                spec.name,
+                shape=(num_samples, *spec.shape[1:]),
+                chunks=(min(chunk_size, num_samples), *inner),
+                dtype=spec.dtype,
+                dimension_names=spec.dims,
+                fill_value=np.nan if spec.dtype.startswith("float") else 0,
+                **_array_options(),
+            )
+        for name, (data, dims) in self.static.items():
+            group.create_array(
+                name, data=np.asarray(data), dimension_names=dims, **_array_options()
+            )
+        group.create_array(
+            LEDGER,
+            data=np.zeros(num_chunks, np.uint8),
+            chunks=(1,),
+            fill_value=0,
+            dimension_names=("chunk",),
+            **_array_options(),
+        )
+        group.attrs[_ATTR] = _normalize(
+            {
+                "format": self.kind,
+                "format_version": FORMAT_VERSION,
+                "identity": self.identity,
+                "num_samples": num_samples,
+                "chunk_size": chunk_size,
+                "rescore_version": __version__,
+                **self.attrs,
+            }
+        )
+
+
+_CREATING = {"creating": True}  # an object-store store's attributes until its creation is done
+
+
+def _create_in_place(path: StoreUrl, content: _Content) -> None:
+    """Build a store on an object store, where nothing can be renamed into place: the group's
+    zarr.json (written first) carries the `creating` marker until the attributes are written
+    last; `_present` treats a marked store as absent, so an interrupted creation is redone."""
+    if _remote_state(path) == "interrupted":
+        log.warning("%s: an interrupted creation is redone", path)
+    try:
+        group = zarr.open_group(path.zarr_store(), mode="w", attributes={_ATTR: _CREATING})
+        content.write(group)
+    except RescoreError:
+        raise
+    except Exception as error:  # the object store's client errors: no common base class
+        raise StoreError(
+            f"cannot create store {path} ({_short_error(error)}); check the connection and "
+            f"credentials, then rerun the same command (the creation is redone)"
+        ) from error
+
+
+def _present(path: Location) -> bool:
+    """Whether a store exists at `path` (on an object store: created to the end)."""
+    if isinstance(path, Path):
+        return path.exists()
+    state = _remote_state(path)
+    if state == "foreign":
+        raise StoreError(
+            f"{path} holds objects but no Zarr group (no zarr.json); it is not a rescore store: "
+            f"remove it or choose another --out"
+        )
+    return state == "present"
+
+
+def _remote_state(path: StoreUrl) -> str:
+    """'absent', 'interrupted' (creation marker still set), 'present', or 'foreign' (objects
+    under the prefix but no group metadata: not ours, never overwritten)."""
+    try:
+        meta = json.loads((path / "zarr.json").read_bytes())
+    except FileNotFoundError:
+        return "foreign" if path.exists() else "absent"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return "present"  # opening it reports the damage
+    attributes = meta.get("attributes") if isinstance(meta, dict) else None
+    marker = attributes.get(_ATTR) if isinstance(attributes, dict) else None
+    return "interrupted" if marker == _CREATING else "present"
+
+
+def _stored_keys(array: zarr.Array) -> set[str]:
+    """Chunk keys of `array` present in its store, relative to the array (one listing)."""
+    store, prefix = array.store_path.store, f"{array.store_path.path}/"
+
+    async def collect() -> set[str]:
+        return {key[len(prefix) :] async for key in store.list_prefix(prefix)}
+
+    return sync(collect())
+
+
+def _check_meta(path: Location, meta: dict[str, Any]) -> None:
     """Refuse attributes with missing or mistyped keys (hand-edited or damaged). Unknown keys
     are left alone (newer writers may add some); readers validate the entries they use."""
     for key, kind in _REQUIRED.items():
