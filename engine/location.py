@@ -26,7 +26,7 @@ from .errors import OutputError
 
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://(.*)$")
 # the fsspec backends whose packages rescore's extras name
-_EXTRAS = {"s3": 's3fs (pip install "rescore[s3]")', "s3a": 's3fs (pip install "rescore[s3]")'}
+_EXTRAS = {"s3": 'pip install "rescore[s3]"', "s3a": 'pip install "rescore[s3]"'}
 
 
 def is_url(text: str | Path) -> bool:
@@ -178,11 +178,12 @@ def _check_protocol(protocol: str, url: str) -> None:
 
     try:
         fsspec.get_filesystem_class(protocol)
-    except ImportError as error:
-        package = _EXTRAS.get(protocol) or _package_of(protocol, error)
+    except ImportError:
+        package = _package_of(protocol)
+        install = _EXTRAS.get(protocol, f"pip install {package}")
         raise OutputError(
-            f"--out {url} needs the fsspec backend for '{protocol}' ({error.name or error} is not "
-            f"installed); install {package}"
+            f"{url} needs {package} (the fsspec backend for '{protocol}://'), which is not "
+            f"installed; {install}"
         ) from None
     except ValueError:
         known = ", ".join(sorted(p for p in ("s3", "gs", "gcs", "az", "abfs", "memory", "file")))
@@ -194,11 +195,11 @@ def _check_protocol(protocol: str, url: str) -> None:
         raise OutputError(f"unknown storage protocol '{protocol}' in {url}; use a local path")
 
 
-def _package_of(protocol: str, error: ImportError) -> str:
+def _package_of(protocol: str) -> str:
+    """The package that implements `protocol` in fsspec's registry (s3 -> s3fs, gs -> gcsfs)."""
     from fsspec.registry import known_implementations
 
-    target = known_implementations.get(protocol, {}).get("class", "")
-    return target.split(".")[0] or str(error.name)
+    return known_implementations.get(protocol, {}).get("class", protocol).split(".")[0]
 
 
 def _call(location: StoreUrl, operation: Any, *, missing: bool = False) -> Any:
