@@ -110,11 +110,54 @@ def _swap_graph(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         shutil.copy(onnx / f"mapping{suffix}", onnx / f"fused{suffix}")
 
 
+def _no_aws_credentials(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata lookup
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp / "none"))
+
+
 CPU = ["--backend", "torch"]  # the reference backend: no graph export where none is tested
 SAMPLE = ["sample", "-o", "{tmp}/new", "-n", "8", "--chunk-size", "8", "-q"]
 RESCORE = ["rescore", "-o", "{run}", *TOY, "-q"]
 FIT = ["fit", "-o", "{run}", "--chosen-num", "10", "-q"]
+# an S3 endpoint nobody listens on, asked once (no retries); {{ }}: literal braces
+NOWHERE = [
+    "--storage-option",
+    "endpoint_url=http://127.0.0.1:9",
+    "--storage-option",
+    'config_kwargs={{"retries": {{"max_attempts": 1}}}}',
+]
+KEYS = ["--storage-option", "key=testing", "--storage-option", "secret=testing"]
 ROWS = [
+    # --out as an object-store URL (test_object_store.py runs the real protocol)
+    Row("url-protocol", ["report", "-o", "nosuch://bucket/run"], "unknown storage protocol"),
+    Row("url-backend-missing", ["report", "-o", "oci://bucket/run"], "needs ocifs"),
+    Row("url-no-bucket", ["report", "-o", "s3://"], "names no bucket"),
+    Row(
+        "url-unreachable",
+        ["sample", "-o", "s3://bucket/run", *TOY, *NOWHERE, *KEYS, "-q"],
+        "EndpointConnectionError",
+    ),
+    Row(
+        "url-no-credentials",
+        ["report", "-o", "s3://bucket/run", *NOWHERE],
+        "NoCredentialsError",
+        _no_aws_credentials,
+    ),
+    Row(
+        "url-local-only-command",
+        ["grid", "-o", "s3://bucket/run", *TOY, "-b", "{red}"],
+        "rescore grid writes to a local directory",
+    ),
+    Row("url-directions", ["directions", "pca", "-o", "s3://b/run"], "writes to a local directory"),
+    Row("storage-option-local", [*SAMPLE, *TOY, "--storage-option", "anon=true"], "URLs, not"),
+    Row(
+        "storage-option-malformed",
+        ["report", "-o", "s3://bucket/run", "--storage-option", "anon"],
+        "is not KEY=VALUE",
+    ),
     # numbers that make no sense
     Row("distance-nan", [*RESCORE, "--distance", "nan"], "--distance must be a finite"),
     Row("distance-inf", [*RESCORE, "--distance", "inf"], "--distance must be a finite"),
