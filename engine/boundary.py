@@ -35,7 +35,7 @@ from rescore.export.geometry import LatentGeometry
 
 from .atomic import write_bytes_atomic
 from .errors import BoundaryError
-from .location import Location, StoreUrl
+from .location import Location, StoreUrl, as_location
 from .version import __version__
 
 BOUNDARY_FORMAT = "rescore.boundary"
@@ -220,7 +220,7 @@ def load_boundary(
     semantic (a HiGAN boundary list does). Without a sidecar, the semantic is the file name less
     HiGAN's `_boundary` suffix or InterFaceGAN++'s `boundary_` prefix.
     """
-    path = path if isinstance(path, StoreUrl) else Path(path)
+    path = as_location(path)  # a local path, or an object-store URL
     if not path.is_file():
         raise BoundaryError(f"boundary file not found: {path}")
     array, extra = _read_npy(path)

@@ -90,7 +90,9 @@ def _startup(
 def _out_value(text: str) -> Path | str:
     """--out as given: a local `Path` (``file://`` URLs too), or an object-store URL kept as the
     string (`Path` would fold its ``//``); commands that take no URL refuse it."""
-    return text if is_url(text) and not text.lower().startswith("file://") else Path(text)
+    if not is_url(text):
+        return Path(text)
+    return as_location(text) if text.lower().startswith("file://") else text
 
 
 Out = Annotated[

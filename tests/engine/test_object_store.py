@@ -154,7 +154,7 @@ def test_an_interrupted_run_on_s3_resumes_to_the_identical_store(tmp_path, s3):
         store = sample_and_score(session, SPEC, path, CONFIG, chunks=[0, 1], progress=False)
     assert store.completed_chunks() == [0, 1] and "junk" not in store.array_names()
     # 3. ... and while writing the third: its data is there, its ledger entry is not
-    store._for_writing("z")[20:30] = np.zeros((10, store.array("z").shape[1]), np.float32)
+    store.group["z"][20:30] = np.zeros((10, store.array("z").shape[1]), np.float32)
     sample_step(RunDirectory(root), SPEC, BACKEND, CONFIG, progress=False)
     assert _objects(path) == _local_files(tmp_path / "samples.zarr")
     with pytest.raises(StoreMismatchError, match="another run configuration"):
@@ -198,3 +198,15 @@ def test_ray_workers_write_their_chunks_straight_into_s3(tmp_path, s3):
     assert session["executor"] == "ray" and session["workers"] == 2
     local.meta.pop("session")
     assert remote.meta == local.meta
+
+
+def test_file_urls_are_local_paths_and_storage_options_parse_json():
+    from rescore.engine.cli import _out_value
+    from rescore.engine.location import parse_storage_options
+
+    assert as_location("file:///data/run") == Path("/data/run") == _out_value("file:///data/run")
+    assert _out_value("s3://b/run") == "s3://b/run"  # kept whole: Path would fold the //
+    options = parse_storage_options(["anon=true", 'client_kwargs={"region_name": "x"}', "k=a=b"])
+    assert options == {"anon": True, "client_kwargs": {"region_name": "x"}, "k": "a=b"}
+    url = as_location("s3://bucket/run/", options)
+    assert str(url / "samples.zarr") == "s3://bucket/run/samples.zarr" and "anon" not in str(url)
