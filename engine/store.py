@@ -13,6 +13,11 @@ detected on read (`DamagedStoreError`, naming the store, array and chunk) and by
 which marks the damaged units pending again. Format 1 stores (no checksums) are still read and
 resumed; damage in them is not detectable.
 
+A store may also live on an object store (`location.StoreUrl`, through zarr's `FsspecStore`):
+chunks and ledger entries are then single objects written in the same order, and creation, which
+cannot be renamed into place there, happens in place under a ``creating`` marker that the final
+attributes replace (see `_create_in_place`).
+
 Group attributes, key ``rescore``:
     format          "rescore.samples" | "rescore.rescore" | "rescore.projections"
     format_version  integer, bumped on any incompatible layout change
@@ -289,6 +294,8 @@ class ChunkedStore:
             raise StoreError(
                 f"cannot write chunk {chunk} of {self.path} ({_reason(error)}); {_fix(error)}"
             ) from error
+        except ValueError:
+            raise
         except Exception as error:  # an object store's client errors (network, credentials)
             if not isinstance(self.path, StoreUrl):
                 raise
