@@ -18,6 +18,7 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
+from rescore.engine.check import check_store
 from rescore.engine.cli import app
 from rescore.engine.errors import StoreError, StoreMismatchError
 from rescore.engine.executor import ExecutorSpec
@@ -155,6 +156,11 @@ def test_an_interrupted_run_on_s3_resumes_to_the_identical_store(tmp_path, s3):
     assert store.completed_chunks() == [0, 1] and "junk" not in store.array_names()
     # 3. ... and while writing the third: its data is there, its ledger entry is not
     store.group["z"][20:30] = np.zeros((10, store.array("z").shape[1]), np.float32)
+    sample_step(RunDirectory(root), SPEC, BACKEND, CONFIG, progress=False)
+    assert _objects(path) == _local_files(tmp_path / "samples.zarr")
+    # 4. a chunk object lost: `check` finds it through zarr's listing, a rerun recomputes it
+    (path / "w" / "c" / "1" / "0").remove()
+    assert check_store(path, "rescore.samples").damaged_chunks == [1]
     sample_step(RunDirectory(root), SPEC, BACKEND, CONFIG, progress=False)
     assert _objects(path) == _local_files(tmp_path / "samples.zarr")
     with pytest.raises(StoreMismatchError, match="another run configuration"):
