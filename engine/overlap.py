@@ -131,8 +131,8 @@ class InOrderWriter:
             self._stop.set()  # finish the chunk being written, drop the queued ones
         _put(self._queue, _DONE, self._stop, give_up=self._failed)
         self._thread.join()
-        if kind is None:
-            self._raise_failure()
+        if kind is None and self._error is not None:
+            raise self._error
 
     def _consume(self) -> None:
         while not self._stop.is_set():
