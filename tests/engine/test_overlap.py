@@ -161,3 +161,33 @@ def test_a_failing_writer_thread_stops_the_run_with_unfinished_chunks_pending(
     reference = zarr.open_group(_sample(tmp_path / "ref.zarr", False).path, mode="r")
     for name in reference.array_keys():
         assert np.array_equal(resumed[name][:], reference[name][:]), name
+
+
+def test_cli_overlap_flags_a_full_disk_is_one_line_and_either_mode_resumes(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+    from zarr.storage import LocalStore
+
+    from rescore.engine.cli import app
+
+    runner = CliRunner()
+    toy = ["--generator", "toy_models:build_toy_generator", "-p", "toy_models:build_toy_predictor"]
+    args = [*toy, "--backend", "torch", "-n", "40", "--chunk-size", "10", "-q"]
+    original = LocalStore.set
+
+    async def full(self, key, value):
+        if key.startswith("scores/c/2"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
+        return await original(self, key, value)
+
+    monkeypatch.setattr(LocalStore, "set", full)
+    failed = runner.invoke(app, ["sample", "-o", str(tmp_path / "r"), *args, "--overlap"])
+    assert failed.exit_code == 2 and failed.stderr.startswith("rescore: error: cannot write")
+    assert len(failed.stderr.strip().splitlines()) == 1
+    monkeypatch.undo()
+    for out, flag in (("r", "--no-overlap"), ("ref", "--overlap")):
+        result = runner.invoke(app, ["sample", "-o", str(tmp_path / out), *args, flag])
+        assert result.exit_code == 0, result.output
+    resumed = zarr.open_group(tmp_path / "r" / "samples.zarr", mode="r")
+    reference = zarr.open_group(tmp_path / "ref" / "samples.zarr", mode="r")
+    for name in reference.array_keys():
+        assert np.array_equal(resumed[name][:], reference[name][:]), name
