@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ def local_in_order(
     state: Callable[[], np.ndarray],
     *,
     ahead: int = 0,
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[int, np.ndarray, Any]]:
     """(chunk, mask, work(chunk, mask)) for each pending chunk in order, with the mask `state()`
     holds when the chunk's turn comes; stops once the mask is all False.
@@ -114,7 +116,8 @@ def local_in_order(
     `ahead` >= 1: `work` runs in a background thread (`overlap.Prefetch`), up to `ahead` chunks
     before their turn, each with the mask `state()` holds at its dispatch. Only for masks that
     cannot change between chunks (fixed K); if one does, the caller discards what a chunk
-    computed for entries cleared after its dispatch, as with Ray, and the result is the same."""
+    computed for entries cleared after its dispatch, as with Ray, and the result is the same.
+    `stop` is set when the consumer leaves (see `overlap.Prefetch`)."""
 
     def computed() -> Iterator[tuple[int, np.ndarray, Any]]:
         for chunk in pending:
@@ -123,7 +126,7 @@ def local_in_order(
                 return
             yield chunk, mask, work(chunk, mask)
 
-    with Prefetch(computed(), ahead, "chunks") as results:
+    with Prefetch(computed(), ahead, "chunks", stop) as results:
         for chunk, mask, result in results:
             if not np.any(state()):
                 return

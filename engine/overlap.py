@@ -15,7 +15,7 @@ complete only after all its arrays are written (`ChunkedStore.write_chunk`), so 
 writer leaves unfinished chunks pending. On an ordinary exception in the driver the writer still
 writes the chunks already handed to it (as the serial run would have); on Ctrl-C it finishes only
 the chunk it is writing. The producer is always waited for (it may be using a session the caller
-closes next), which bounds a shutdown by the item it is preparing; a second Ctrl-C aborts.
+closes next); through a `StoppableSession` it stops within one session call.
 """
 
 from __future__ import annotations
@@ -45,12 +45,20 @@ class Prefetch(Generic[T]):
     """Iterate `items` in a background thread, at most `depth` items ahead of the consumer.
 
     Use as a context manager; iterate the object itself. `depth` 0: plain iteration, no thread.
+    `stop` is set when the consumer leaves; items computed through `StoppableSession(session,
+    stop)` then end within one session call instead of finishing the item.
     """
 
-    def __init__(self, items: Iterable[T], depth: int = 1, name: str = "prefetch") -> None:
+    def __init__(
+        self,
+        items: Iterable[T],
+        depth: int = 1,
+        name: str = "prefetch",
+        stop: threading.Event | None = None,
+    ) -> None:
         self._items, self._depth = items, depth
         self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._thread = threading.Thread(target=self._produce, name=f"rescore-{name}", daemon=True)
 
     def __enter__(self) -> Prefetch[T]:
@@ -71,10 +79,8 @@ class Prefetch(Generic[T]):
         self._stop.set()
         if not self._depth:
             return
-        if _interrupted(kind) and self._thread.is_alive():
-            log.warning("stopping: finishing the chunk in progress (Ctrl-C again to abort)")
         # The item in progress may use a session the caller closes next: wait for it (bounded:
-        # one item, then its put sees the stop).
+        # one session call with a `StoppableSession`, else one item; then its put sees the stop).
         self._thread.join()
 
     def _produce(self) -> None:
@@ -156,6 +162,33 @@ class InOrderWriter:
             raise self._error
         if not self._thread.is_alive():
             raise RuntimeError("the writer thread ended before the run did")
+
+
+class Stopped(Exception):
+    """Raised in a producer's session call after the driver left (never reaches the driver)."""
+
+
+class StoppableSession:
+    """A scoring session whose calls (`map`, `score`, `score_layer_sets`, `render`) raise
+    `Stopped` once `stop` is set, so that a chunk computed ahead ends within one call (one
+    micro-batch) when the run stops; everything else is the wrapped session's."""
+
+    _CALLS = ("map", "score", "score_layer_sets", "render")
+
+    def __init__(self, session: Any, stop: threading.Event) -> None:
+        self._session, self._stop = session, stop
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._session, name)
+        if name not in self._CALLS:
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self._stop.is_set():
+                raise Stopped(f"{name} after the run stopped")
+            return value(*args, **kwargs)
+
+        return call
 
 
 class BusyClock:

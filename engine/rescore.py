@@ -23,6 +23,7 @@ was moved on latent i. Delta statistics come from the stored per-sample scores (
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import asdict, dataclass
@@ -41,7 +42,7 @@ from .executor import LOCAL, ExecutorSpec, local_in_order, ray_in_order
 from .fit import resolve_semantics
 from .intervals import MIN_NONZERO, ConfidenceSequence, SequencePrefix
 from .latents import Stream, latent_block
-from .overlap import InOrderWriter, resolve_overlap
+from .overlap import InOrderWriter, StoppableSession, resolve_overlap
 from .readers import RESCORE_KIND, open_rescore  # noqa: F401  (open_rescore: re-exported)
 from .scoring import (
     check_micro_batch,
@@ -207,8 +208,14 @@ def rescore_boundaries(
         # adaptive K: a chunk's mask follows from the previous chunks' results, so it is
         # dispatched only when its turn comes (only the writer overlaps)
         ahead = depth if config.target is None else 0
+        stop = threading.Event()  # a chunk scored ahead ends within one call when the run stops
+        ahead_session = StoppableSession(session, stop) if ahead else session
         results = local_in_order(
-            lambda c, mask: plan.score(session, c, mask), pending, moving, ahead=ahead
+            lambda c, mask: plan.score(ahead_session, c, mask),
+            pending,
+            moving,
+            ahead=ahead,
+            stop=stop,
         )
     else:
         if backend is None:

@@ -11,6 +11,7 @@ Memory is bounded by one chunk; a rerun resumes after the completed chunks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from rescore.export.session import ScoringSession
 
 from .errors import ScoreError
 from .latents import Stream, latent_block
-from .overlap import InOrderWriter, Prefetch, resolve_overlap
+from .overlap import InOrderWriter, Prefetch, StoppableSession, resolve_overlap
 from .readers import SAMPLES_KIND, open_samples  # noqa: F401  (open_samples: re-exported)
 from .scoring import map_latents, score_codes, session_identity, session_record
 from .spec import ModelSpec, open_model_session
@@ -82,9 +83,11 @@ def sample_chunks(
     With `depth` >= 1 (`rescore.engine.overlap`) chunk c+1's codes (latents, mapping,
     truncation) are prepared in one thread and chunk c-1 written in another while chunk c is
     scored; depth 0 does the same calls one after the other. The store is the same bits."""
-    prepared = ((c, sample_codes(session, store, config, c)) for c in pending)
+    stop = threading.Event()
+    ahead = StoppableSession(session, stop) if depth else session
+    prepared = ((c, sample_codes(ahead, store, config, c)) for c in pending)
     with (
-        Prefetch(prepared, depth, "sample-codes") as codes,
+        Prefetch(prepared, depth, "sample-codes", stop) as codes,
         InOrderWriter(store.write_chunk, depth, "sample-writer") as writer,
     ):
         for index, chunk_codes in codes:

@@ -16,6 +16,8 @@ from rescore.engine.overlap import (
     BusyClock,
     InOrderWriter,
     Prefetch,
+    StoppableSession,
+    Stopped,
     TimedSession,
     resolve_overlap,
 )
@@ -59,6 +61,27 @@ def test_prefetch_stops_its_thread_when_the_consumer_leaves_early():
             if item == 3:
                 break
     assert not _live_stage_threads()
+
+
+def test_a_chunk_computed_ahead_ends_within_one_session_call_when_the_driver_leaves():
+    calls, gate, stop = [], threading.Event(), threading.Event()
+
+    class Session:
+        def score(self, batch):
+            calls.append(batch)
+            if len(calls) == 12:  # in the second chunk, after the driver has left
+                gate.wait()
+
+    session = StoppableSession(Session(), stop)
+    chunks = ([session.score(i) for i in range(10)] for _ in range(5))  # 10 calls per chunk
+    threading.Timer(0.2, gate.set).start()
+    with Prefetch(chunks, 1, stop=stop) as ahead:
+        for _ in ahead:
+            break
+    assert len(calls) == 12  # the call in progress ended; the rest of the chunk never ran
+    assert not _live_stage_threads()
+    with pytest.raises(Stopped):
+        session.score(0)
 
 
 @pytest.mark.parametrize("depth", [0, 1, 2])
