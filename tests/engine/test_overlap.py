@@ -64,12 +64,13 @@ def test_prefetch_stops_its_thread_when_the_consumer_leaves_early():
 
 
 def test_a_chunk_computed_ahead_ends_within_one_session_call_when_the_driver_leaves():
-    calls, gate, stop = [], threading.Event(), threading.Event()
+    calls, entered, gate, stop = [], threading.Event(), threading.Event(), threading.Event()
 
     class Session:
         def score(self, batch):
             calls.append(batch)
-            if len(calls) == 12:  # in the second chunk, after the driver has left
+            if len(calls) == 12:  # in the second chunk, while the driver leaves
+                entered.set()
                 gate.wait()
 
     session = StoppableSession(Session(), stop)
@@ -77,6 +78,7 @@ def test_a_chunk_computed_ahead_ends_within_one_session_call_when_the_driver_lea
     threading.Timer(0.2, gate.set).start()
     with Prefetch(chunks, 1, stop=stop) as ahead:
         for _ in ahead:
+            assert entered.wait(10)
             break
     assert len(calls) == 12  # the call in progress ended; the rest of the chunk never ran
     assert not _live_stage_threads()
