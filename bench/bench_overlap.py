@@ -68,7 +68,7 @@ def cases(tmp: Path, quick: bool) -> list[Case]:
     stylegan = ModelSpec(
         ModelRef("stylegan", generator), (ModelRef("places365", write_random_places365(tmp / "p")),)
     )
-    n = 1000 if quick else 4000
+    n = 4000 if quick else 16000
     return [
         Case(
             "synthetic",

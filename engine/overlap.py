@@ -8,6 +8,10 @@ Depth 0 runs every stage inline in the driver, in the same order: the reference 
 `--no-overlap` switch. The values do not depend on the depth (each chunk is computed by the same
 calls on the same inputs), so a store is byte-identical with and without the threads.
 
+Sessions: no session method is called from two threads at once (in `sample` the producer only
+maps and the driver only scores; in `rescore` with fixed K the producer makes every session call
+and the driver none), so a backend needs no more thread safety than one graph per method.
+
 Errors: an exception in a thread is raised in the driver where the serial run would have raised it
 (a producer's failure when its item is consumed; a writer's failure at the next submit or at the
 close), and the stages stop: nothing waits forever on a full or empty queue. A chunk is marked

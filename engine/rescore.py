@@ -203,8 +203,9 @@ def rescore_boundaries(
     def moving() -> np.ndarray:  # [M, K]: the (boundary, layer set) pairs still moved
         return active[:, None] & scored_sets
 
-    depth = resolve_overlap(executor.overlap, session.info.device)  # 0: no threads
+    depth = 0  # overlap stages (`overlap`): the local executor's; Ray actors score apart already
     if executor.kind == "local":
+        depth = resolve_overlap(executor.overlap, session.info.device)  # 0: no threads
         # adaptive K: a chunk's mask follows from the previous chunks' results, so it is
         # dispatched only when its turn comes (only the writer overlaps)
         ahead = depth if config.target is None else 0
