@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -102,6 +103,8 @@ def compare(case: Case, backend: BackendSpec, tmp: Path) -> list[str]:
     rng = np.random.default_rng(0)
     rows, stores = [], {}
     with open_model_session(case.spec, backend) as session:
+        default = overlap_default(session.info.device)
+        print(f"{case.label}: {session.info}, default overlap {default}", file=sys.stderr)
         geometry = session.geometry
         normal = rng.standard_normal((1, geometry.num_layers, geometry.w_dim))
         normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
@@ -172,12 +175,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer latents and repeats")
     parser.add_argument("--models", nargs="+", default=["synthetic", "stylegan"])
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
     args = parser.parse_args()
     load = os.getloadavg()
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; default overlap on cpu: "
-        f"{overlap_default('cpu')}"
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; device {args.device}"
     )
     print(
         "| model | step | images | off: wall s | off: idle | on: wall s | on: idle | speed-up "
@@ -185,7 +188,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        backend = BackendSpec("auto", "cpu", cache_dir=root / "cache")
+        backend = BackendSpec("auto", args.device, cache_dir=root / "cache")
         for case in cases(root, args.quick):
             if case.key in args.models:
                 compare(case, backend, root)
