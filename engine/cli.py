@@ -171,6 +171,14 @@ RayAddress = Annotated[
     str | None,
     typer.Option(help="Ray cluster to join (auto, ray://HOST:PORT); default: start a local Ray."),
 ]
+Overlap = Annotated[
+    bool | None,
+    typer.Option(
+        "--overlap/--no-overlap",
+        help="Prepare latents and write chunks in threads while scoring (default: on GPUs, "
+        "off on CPUs; the store is the same either way).",
+    ),
+]
 ForceFamily = Annotated[
     bool, typer.Option(help="Use boundaries fitted on another generator family anyway.")
 ]
@@ -335,10 +343,14 @@ def _backend_spec(
     return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=max_batch)
 
 
-def _executor(executor: str, workers: int, ray_address: str | None, device: str):
+def _executor(
+    executor: str, workers: int, ray_address: str | None, device: str, overlap: bool | None = None
+):
     """The executor asked for; Ray actors ask for one GPU each when the run is on CUDA."""
     on_gpu = device.startswith("cuda")
-    return ExecutorSpec(executor, workers, ray_address, gpus_per_worker=1.0 if on_gpu else 0.0)
+    return ExecutorSpec(
+        executor, workers, ray_address, gpus_per_worker=1.0 if on_gpu else 0.0, overlap=overlap
+    )
 
 
 def _spec(
@@ -408,6 +420,7 @@ def sample(
     workers: Workers = 1,
     ray_address: RayAddress = None,
     storage_option: StorageOptions = [],
+    overlap: Overlap = None,
     quiet: Quiet = False,
 ) -> None:
     """Sample N latents, score every image, write OUT/samples.zarr (rerun to resume).
@@ -421,7 +434,7 @@ def sample(
         spec,
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, chunk_size, _batch(batch_size, device), wplus),
-        executor=_executor(executor, workers, ray_address, device),
+        executor=_executor(executor, workers, ray_address, device, overlap),
         progress=not quiet,
     )
     typer.echo(f"samples: {store.path} ({store.num_samples} latents)")
@@ -523,6 +536,7 @@ def rescore(
     workers: Workers = 1,
     ray_address: RayAddress = None,
     storage_option: StorageOptions = [],
+    overlap: Overlap = None,
     quiet: Quiet = False,
 ) -> None:
     """Rescore boundaries layer by layer on K fresh latents, then write the report.
@@ -570,7 +584,7 @@ def rescore(
         boundary_paths=list(boundary) or None,
         spec=spec,
         force_store=force_store,
-        executor=_executor(executor, workers, ray_address, device),
+        executor=_executor(executor, workers, ray_address, device, overlap),
         progress=not quiet,  # type: ignore[arg-type]
     )
     summary = pipeline.report_step(run, table)
@@ -814,6 +828,7 @@ def run(
     workers: Workers = 1,
     ray_address: RayAddress = None,
     storage_option: StorageOptions = [],
+    overlap: Overlap = None,
     quiet: Quiet = False,
 ) -> None:
     """sample -> fit -> rescore -> report into one directory.
@@ -833,7 +848,7 @@ def run(
         SampleConfig(num, seed, 1024, _batch(batch_size, device), wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
         RescoreConfig(rescore_num, seed, distance, *_grid(256, _batch(batch_size, device))),
-        executor=_executor(executor, workers, ray_address, device),
+        executor=_executor(executor, workers, ray_address, device, overlap),
         progress=not quiet,
     )
     _print_summary(summary)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import ExecutorError
+from .overlap import Prefetch
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class ExecutorSpec:
     workers: int = 1
     address: str | None = None  # None: start a local Ray; "auto" or ray://host:port: join one
     gpus_per_worker: float = 0.0  # 1 on GPU clusters: one actor per GPU
+    overlap: bool | None = None  # local: overlap preparing, scoring, writing (None: by device)
 
     def __post_init__(self) -> None:
         if self.kind not in ("local", "ray"):
@@ -103,14 +106,31 @@ def local_in_order(
     work: Callable[[int, np.ndarray], Any],
     pending: Sequence[int],
     state: Callable[[], np.ndarray],
+    *,
+    ahead: int = 0,
+    stop: threading.Event | None = None,
 ) -> Iterator[tuple[int, np.ndarray, Any]]:
     """(chunk, mask, work(chunk, mask)) for each pending chunk in order, with the mask `state()`
-    holds when the chunk's turn comes; stops once the mask is all False."""
-    for chunk in pending:
-        mask = np.array(state(), dtype=bool)
-        if not mask.any():
-            return
-        yield chunk, mask, work(chunk, mask)
+    holds when the chunk's turn comes; stops once the mask is all False.
+
+    `ahead` >= 1: `work` runs in a background thread (`overlap.Prefetch`), up to `ahead` chunks
+    before their turn, each with the mask `state()` holds at its dispatch. Only for masks that
+    cannot change between chunks (fixed K); if one does, the caller discards what a chunk
+    computed for entries cleared after its dispatch, as with Ray, and the result is the same.
+    `stop` is set when the consumer leaves (see `overlap.Prefetch`)."""
+
+    def computed() -> Iterator[tuple[int, np.ndarray, Any]]:
+        for chunk in pending:
+            mask = np.array(state(), dtype=bool)
+            if not mask.any():
+                return
+            yield chunk, mask, work(chunk, mask)
+
+    with Prefetch(computed(), ahead, "chunks", stop) as results:
+        for chunk, mask, result in results:
+            if not np.any(state()):
+                return
+            yield chunk, mask, result
 
 
 def ray_in_order(

@@ -47,7 +47,9 @@ def sample_step(
     run.ensure_writable()
     with open_model_session(spec, backend) as session:
         if executor.kind == "local":
-            return sample_and_score(session, spec, run.samples, config, progress=progress)
+            return sample_and_score(
+                session, spec, run.samples, config, overlap=executor.overlap, progress=progress
+            )
         store = create_samples_store(
             session, spec, run.samples, config, session_attrs=executor.record()
         )

@@ -23,7 +23,9 @@ was moved on latent i. Delta statistics come from the stored per-sample scores (
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from .executor import LOCAL, ExecutorSpec, local_in_order, ray_in_order
 from .fit import resolve_semantics
 from .intervals import MIN_NONZERO, ConfidenceSequence, SequencePrefix
 from .latents import Stream, latent_block
+from .overlap import InOrderWriter, StoppableSession, resolve_overlap
 from .readers import RESCORE_KIND, open_rescore  # noqa: F401  (open_rescore: re-exported)
 from .scoring import (
     check_micro_batch,
@@ -200,14 +203,31 @@ def rescore_boundaries(
     def moving() -> np.ndarray:  # [M, K]: the (boundary, layer set) pairs still moved
         return active[:, None] & scored_sets
 
+    depth = 0  # overlap stages (`overlap`): the local executor's; Ray actors score apart already
     if executor.kind == "local":
-        results = local_in_order(lambda c, mask: plan.score(session, c, mask), pending, moving)
+        depth = resolve_overlap(executor.overlap, session.info.device)  # 0: no threads
+        # adaptive K: a chunk's mask follows from the previous chunks' results, so it is
+        # dispatched only when its turn comes (only the writer overlaps)
+        ahead = depth if config.target is None else 0
+        stop = threading.Event()  # a chunk scored ahead ends within one call when the run stops
+        ahead_session = StoppableSession(session, stop) if ahead else session
+        results = local_in_order(
+            lambda c, mask: plan.score(ahead_session, c, mask),
+            pending,
+            moving,
+            ahead=ahead,
+            stop=stop,
+        )
     else:
         if backend is None:
             raise ScoreError("a Ray rescore needs the backend its workers open; pass backend=")
         store.set_session({**session_record(session), **executor.record()})
         results = ray_in_order(executor, RescoreWorker(spec, backend, plan), pending, moving)
-    with tqdm(total=int(images), unit="img", desc="rescore", disable=not progress) as bar:
+    with (
+        closing(results),
+        InOrderWriter(store.write_chunk, depth, "rescore-writer") as writer,
+        tqdm(total=int(images), unit="img", desc="rescore", disable=not progress) as bar,
+    ):
         for index, mask, (z, w, original, manipulated) in results:
             count = len(z)
             if not manipulated.flags.writeable:  # Ray hands out read-only views of its store
@@ -229,7 +249,7 @@ def rescore_boundaries(
                 manipulated[rows:, b] = np.nan
                 moved[:rows, b] = 1
                 accumulators[b].add(boundary_gains[:rows])
-            store.write_chunk(
+            writer.submit(
                 index,
                 {"z": z, "w": w, "original": original, "manipulated": manipulated, "active": moved},
             )

@@ -11,6 +11,7 @@ Memory is bounded by one chunk; a rerun resumes after the completed chunks.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from rescore.export.session import ScoringSession
 
 from .errors import ScoreError
 from .latents import Stream, latent_block
+from .overlap import InOrderWriter, Prefetch, StoppableSession, resolve_overlap
 from .readers import SAMPLES_KIND, open_samples  # noqa: F401  (open_samples: re-exported)
 from .scoring import map_latents, score_codes, session_identity, session_record
 from .spec import ModelSpec, open_model_session
@@ -47,9 +49,13 @@ def sample_and_score(
     config: SampleConfig,
     *,
     chunks: Sequence[int] | None = None,
+    overlap: bool | None = None,
     progress: bool = True,
 ) -> ChunkedStore:
     """Create (or resume) the samples store at `path` and fill its pending chunks here.
+
+    `overlap`: prepare, score and write chunks in overlapping stages (None: the device's
+    default, `rescore.engine.overlap.overlap_default`); the store is the same either way.
 
     `chunks` restricts the work to some chunk indices (a worker's share when a scheduler splits a
     run); the values of a chunk do not depend on which worker computes it, or when.
@@ -57,10 +63,36 @@ def sample_and_score(
     store = create_samples_store(session, spec, path, config)
     pending = [c for c in store.pending_chunks() if chunks is None or c in set(chunks)]
     todo = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending)
+    depth = resolve_overlap(overlap, session.info.device)
     with tqdm(total=int(todo), unit="img", desc="sample", disable=not progress) as bar:
-        for index in pending:
-            bar.update(sample_chunk(session, store, config, index))
+        sample_chunks(session, store, config, pending, depth=depth, done=bar.update)
     return store
+
+
+def sample_chunks(
+    session: ScoringSession,
+    store: ChunkedStore,
+    config: SampleConfig,
+    pending: Sequence[int],
+    *,
+    depth: int = 0,
+    done: Callable[[int], object] = lambda rows: None,
+) -> None:
+    """Fill the `pending` chunks in order, calling `done(rows)` as each is scored.
+
+    With `depth` >= 1 (`rescore.engine.overlap`) chunk c+1's codes (latents, mapping,
+    truncation) are prepared in one thread and chunk c-1 written in another while chunk c is
+    scored; depth 0 does the same calls one after the other. The store is the same bits."""
+    stop = threading.Event()
+    ahead = StoppableSession(session, stop) if depth else session
+    prepared = ((c, sample_codes(ahead, store, config, c)) for c in pending)
+    with (
+        Prefetch(prepared, depth, "sample-codes", stop) as codes,
+        InOrderWriter(store.write_chunk, depth, "sample-writer") as writer,
+    ):
+        for index, chunk_codes in codes:
+            writer.submit(index, score_sample_codes(session, config, index, chunk_codes))
+            done(len(chunk_codes[0]))
 
 
 def create_samples_store(
@@ -115,18 +147,36 @@ def sample_chunk(
     session: ScoringSession, store: ChunkedStore, config: SampleConfig, index: int
 ) -> int:
     """Compute one chunk (z -> w -> wp -> scores), write it whole, mark it; return its rows."""
+    codes = sample_codes(session, store, config, index)
+    store.write_chunk(index, score_sample_codes(session, config, index, codes))
+    return len(codes[0])
+
+
+def sample_codes(
+    session: ScoringSession, store: ChunkedStore, config: SampleConfig, index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chunk `index`'s codes: z [n, Z], w [n, D] and the truncated wp [n, L, D]."""
     geometry = session.geometry
     start, stop = store.chunk_range(index)
     z = latent_block(config.seed, Stream.SAMPLE, start, stop, geometry.z_dim)  # [n, Z]
     w = map_latents(session, z, config.batch_size)  # [n, D]
-    wp = geometry.truncate(w)  # [n, L, D]
+    return z, w, geometry.truncate(w)  # wp [n, L, D]
+
+
+def score_sample_codes(
+    session: ScoringSession,
+    config: SampleConfig,
+    index: int,
+    codes: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The arrays of chunk `index` (z, w, scores [n, S], and wp if kept), its codes scored."""
+    z, w, wp = codes
     scores = score_codes(session, wp, config.batch_size)  # [n, S]
     check_score_columns(scores, session.semantic_names, index)
     values = {"z": z, "w": w, "scores": scores}
     if config.save_wp:
         values["wp"] = wp
-    store.write_chunk(index, values)
-    return stop - start
+    return values
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ NumPy on the host (codes in, scores out); images are produced and consumed on th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -148,6 +149,7 @@ class TorchSession:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
         self.generator = generator
+        self.staging = HostStaging(self.device)
         self.scoring_pass = ScoringPass(generator, predictors).to(self.device).eval()
         self.semantic_names = self.scoring_pass.semantic_names
         self.info = SessionInfo(backend="torch", precision="fp32", device=str(self.device))
@@ -162,21 +164,18 @@ class TorchSession:
     @torch.inference_mode()
     def map(self, z: np.ndarray) -> np.ndarray:
         _check_shape(z, (self.geometry.z_dim,), "z")
-        w = self.generator.map(
-            torch.from_numpy(np.ascontiguousarray(z, np.float32)).to(self.device)
-        )
+        w = self.generator.map(self.staging.to_device(z, "z"))
         return w.float().cpu().numpy()
 
     @torch.inference_mode()
     def score(self, wp: np.ndarray) -> np.ndarray:
         _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
-        codes = torch.from_numpy(np.ascontiguousarray(wp, np.float32)).to(self.device)
-        return self.scoring_pass(codes).cpu().numpy()
+        return self.scoring_pass(self.staging.to_device(wp, "wp")).cpu().numpy()
 
     @torch.inference_mode()
     def render(self, wp: np.ndarray) -> np.ndarray:
         _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
-        codes = torch.from_numpy(np.ascontiguousarray(wp, np.float32)).to(self.device)
+        codes = self.staging.to_device(wp, "render")
         return quantize_images(self.generator.synthesize(codes)).cpu().numpy()
 
     def score_layer_sets(
@@ -197,6 +196,40 @@ class TorchSession:
         return score_layer_sets_staged(
             self.scoring_pass, stages, wp, directions, layer_sets, distance, batch_size, self.device
         )
+
+
+class HostStaging:
+    """Host -> device copies of float32 NumPy arrays for a session's calls.
+
+    On CUDA the array is copied into a pinned host buffer (one per thread and input name, grown
+    on demand, allocated lazily) and from there with ``non_blocking=True``: a DMA the host does
+    not wait for, instead of a synchronous copy through pageable memory. A buffer is reused by
+    the next call of the same thread only: every session call ends by copying its result back to
+    the host, which waits for the stream, so the previous upload has finished by then. On the CPU
+    it is the array itself (``torch.from_numpy``: no copy, no buffer)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._local = threading.local()
+
+    def to_device(self, array: np.ndarray, name: str) -> torch.Tensor:
+        """`array` as a float32 tensor on the device ([B, ...] as given)."""
+        host = torch.from_numpy(np.ascontiguousarray(array, np.float32))
+        if self.device.type != "cuda":
+            return host.to(self.device)
+        pinned = self.buffers().get(name)
+        if pinned is None or pinned.numel() < host.numel():
+            pinned = torch.empty(host.numel(), dtype=torch.float32, pin_memory=True)
+            self.buffers()[name] = pinned
+        staged = pinned[: host.numel()].view(host.shape)
+        staged.copy_(host)
+        return staged.to(self.device, non_blocking=True)
+
+    def buffers(self) -> dict[str, torch.Tensor]:
+        """This thread's pinned buffers by input name (empty until a CUDA upload)."""
+        if not hasattr(self._local, "buffers"):
+            self._local.buffers = {}
+        return self._local.buffers
 
 
 def _check_shape(array: np.ndarray, tail: tuple[int, ...], name: str) -> None:

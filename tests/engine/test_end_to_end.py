@@ -7,6 +7,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import zarr
 
 from rescore.engine.fit import FitConfig
@@ -47,7 +48,7 @@ def test_rescoring_recovers_the_synthetic_hierarchy(tmp_path):
         assert path.stat().st_size > 0
 
 
-def _sample_command(out):
+def _sample_command(out, *flags):
     return [
         sys.executable,
         "-m",
@@ -68,13 +69,17 @@ def _sample_command(out):
         "--device",
         "cpu",
         "-q",
+        *flags,
     ]
 
 
-def test_killed_run_resumes_to_a_store_identical_to_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("overlap", ["--no-overlap", "--overlap"])
+def test_killed_run_resumes_to_a_store_identical_to_an_uninterrupted_one(tmp_path, overlap):
+    """Also with the overlap stages: killed while one chunk is scored, the next prepared and the
+    previous written; resumed, and compared with a run in the other mode."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_sample_command(killed), env=env)
+    process = subprocess.Popen(_sample_command(killed, overlap), env=env)
     ledger = killed / "samples.zarr"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -91,8 +96,9 @@ def test_killed_run_resumes_to_a_store_identical_to_an_uninterrupted_one(tmp_pat
         rows = slice(chunk * 500, (chunk + 1) * 500)
         assert np.isfinite(partial["scores"][rows]).all()
 
-    subprocess.run(_sample_command(killed), env=env, check=True)
-    subprocess.run(_sample_command(tmp_path / "whole"), env=env, check=True)
+    other = "--overlap" if overlap == "--no-overlap" else "--no-overlap"
+    subprocess.run(_sample_command(killed, overlap), env=env, check=True)
+    subprocess.run(_sample_command(tmp_path / "whole", other), env=env, check=True)
     resumed = zarr.open_group(ledger, mode="r")
     whole = zarr.open_group(tmp_path / "whole" / "samples.zarr", mode="r")
     for name in ("z", "w", "scores", "ledger", "w_avg", "truncation"):

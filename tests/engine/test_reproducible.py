@@ -8,6 +8,7 @@ import pytest
 import zarr
 
 from rescore.engine.errors import ScoreError
+from rescore.engine.executor import LOCAL, ExecutorSpec
 from rescore.engine.fit import FitConfig
 from rescore.engine.layout import RunDirectory
 from rescore.engine.pipeline import fit_step, report_step, rescore_step, sample_step
@@ -35,12 +36,12 @@ def fitted(tmp_path_factory):
     return run
 
 
-def _rescore(fitted, out, config):
+def _rescore(fitted, out, config, executor=LOCAL):
     import shutil
 
     run = RunDirectory(out)
     shutil.copytree(fitted.root, out)
-    table = rescore_step(run, CPU, config, spec=BOUNDED, progress=False)
+    table = rescore_step(run, CPU, config, spec=BOUNDED, executor=executor, progress=False)
     return run, table
 
 
@@ -68,6 +69,29 @@ def test_stores_are_identical_across_chunk_sizes_and_a_resume(fitted, tmp_path):
     resumed, _ = _arrays(small)
     for name in ARRAYS:
         assert np.array_equal(resumed[name], b[name], equal_nan=True), name
+
+
+ADAPTIVE = CiTarget(0.1, ("red", "blue"))
+
+
+@pytest.mark.parametrize("target", [None, ADAPTIVE], ids=["fixed", "adaptive"])
+def test_stores_are_byte_identical_with_and_without_overlap(fitted, tmp_path, target):
+    """Prefetched chunks (fixed K) and the background writer change no bit of any array."""
+    config = RescoreConfig(600 if target else 300, 1, 2.0, 100, 4, target)
+    runs = [
+        _rescore(fitted, tmp_path / f"overlap-{on}", config, ExecutorSpec(overlap=on))
+        for on in (False, True)
+    ]
+    (serial, table_a), (overlapped, table_b) = runs
+    a = zarr.open_group(serial.rescore_store, mode="r")
+    b = zarr.open_group(overlapped.rescore_store, mode="r")
+    assert sorted(a.array_keys()) == sorted(b.array_keys())
+    for name in a.array_keys():
+        assert a[name][:].tobytes() == b[name][:].tobytes(), name
+    assert a.attrs["rescore"]["finished"] == b.attrs["rescore"]["finished"]
+    assert np.array_equal(table_a.counts, table_b.counts)
+    if target is not None:
+        assert np.any(table_a.counts < 600)  # the stopping rule acted during the run
 
 
 def test_a_chunk_that_cuts_the_batch_grid_is_refused(fitted, tmp_path):
