@@ -129,6 +129,25 @@ ModelSeed = Annotated[int, typer.Option(help="Seed of seed-built models (synthet
 ClassIndex = Annotated[
     int | None, typer.Option(help="Class of a conditional generator (BigGAN, NVlabs c_dim > 0).")
 ]
+Eliminate = Annotated[
+    bool,
+    typer.Option(
+        "--eliminate",
+        help="Successive elimination: stop moving layers that are not the peak of each "
+        "boundary's own semantic (95% simultaneous; see README).",
+    ),
+]
+EliminateSemantic = Annotated[
+    list[str],
+    typer.Option(help="Semantics of interest of --eliminate for every boundary (repeatable)."),
+]
+EliminateTie = Annotated[
+    float,
+    typer.Option(
+        help="--eliminate: survivors within this fraction of the peak's Delta are a tie "
+        "(0: run ties to the maximum K)."
+    ),
+]
 Executor = Annotated[
     str,
     typer.Option(
@@ -288,6 +307,17 @@ def _backend_spec(
 
     clean_cache_leftovers(cache_dir)
     return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=max_batch)
+
+
+def _elimination(eliminate: bool, semantics: list[str], tie: float):
+    """The EliminationSpec asked for, or None; its options need --eliminate."""
+    if not eliminate:
+        if semantics or tie:
+            raise RescoreError("--eliminate-semantic and --eliminate-tie need --eliminate")
+        return None
+    from .elimination import EliminationSpec
+
+    return EliminationSpec(tuple(semantics), tie)
 
 
 def _executor(executor: str, workers: int, ray_address: str | None, device: str):
@@ -465,6 +495,9 @@ def rescore(
             "normal; confidence sequences under --target-ci), normal or bootstrap (seeded)."
         ),
     ] = "auto",
+    eliminate: Eliminate = False,
+    eliminate_semantic: EliminateSemantic = [],
+    eliminate_tie: EliminateTie = 0.0,
     force_family: ForceFamily = False,
     force_store: ForceStore = False,
     backend: Backend = "auto",
@@ -484,6 +517,7 @@ def rescore(
 
     Examples:  rescore rescore -o runs/bedroom -n 2000 --distance 2
                rescore rescore -o runs/bedroom --target-ci 0.005 --max-k 20000
+               rescore rescore -o runs/bedroom -n 2000 --eliminate
     """
     run = RunDirectory(out)
     _finite("--distance", distance)
@@ -514,6 +548,7 @@ def rescore(
         target,
         ci_method=ci,
         force_family=force_family,
+        eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie),
     )
     table = pipeline.rescore_step(
         run,
@@ -762,6 +797,9 @@ def run(
     workers: Workers = 1,
     ray_address: RayAddress = None,
     quiet: Quiet = False,
+    eliminate: Eliminate = False,
+    eliminate_semantic: EliminateSemantic = [],
+    eliminate_tie: EliminateTie = 0.0,
 ) -> None:
     """sample -> fit -> rescore -> report into one directory.
 
@@ -778,7 +816,13 @@ def run(
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, 1024, _batch(batch_size, device), wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
-        RescoreConfig(rescore_num, seed, distance, *_grid(256, _batch(batch_size, device))),
+        RescoreConfig(
+            rescore_num,
+            seed,
+            distance,
+            *_grid(256, _batch(batch_size, device)),
+            eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie),
+        ),
         executor=_executor(executor, workers, ray_address, device),
         progress=not quiet,
     )
