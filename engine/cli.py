@@ -563,6 +563,12 @@ def rescore(
     summary = pipeline.report_step(run, table)
     _print_summary(summary)
     finished = summary["run"]
+    if finished.get("elimination"):
+        images = summary["images"]
+        typer.echo(
+            f"elimination: {images['used']} images scored, a fixed-K run {images['fixed_k']} "
+            f"(saved {images['saved_fraction']:.0%})"
+        )
     if finished.get("unmet_max_half_width"):
         typer.echo(
             "CI target not met (max half-width) for: "
