@@ -563,12 +563,6 @@ def rescore(
     summary = pipeline.report_step(run, table)
     _print_summary(summary)
     finished = summary["run"]
-    if finished.get("elimination"):
-        images = summary["images"]
-        typer.echo(
-            f"elimination: {images['used']} images scored, a fixed-K run {images['fixed_k']} "
-            f"(saved {images['saved_fraction']:.0%})"
-        )
     if finished.get("unmet_max_half_width"):
         typer.echo(
             "CI target not met (max half-width) for: "
@@ -1122,6 +1116,12 @@ def _print_summary(summary: dict) -> None:
                 f"{entry['indistinguishable_layers']}"
             )
         typer.echo(f"{name:28s} {entry['k']:6d} {entry['delta_all_layers']:10.4f} {peak}")
+    if summary.get("elimination"):
+        images = summary["images"]
+        typer.echo(
+            f"elimination: {images['used']} images scored, a fixed-K run {images['fixed_k']} "
+            f"(saved {images['saved_fraction']:.0%}); K of each layer: layer_k in summary.json"
+        )
 
 
 def _print_outputs(run: RunDirectory) -> None:

@@ -143,3 +143,28 @@ def test_elimination_keeps_the_true_peak_and_certifies_the_fixed_k_set_with_fewe
     for factor in FACTORS:
         for key in ("indistinguishable_layers", "peak_layer", "layer_k"):
             assert reread["boundaries"][factor][key] == summary["boundaries"][factor][key]
+
+
+def test_run_with_eliminate_on_the_command_line(tmp_path):
+    """`rescore run --eliminate` end to end on the toy models; `report` keeps it, refuses
+    --ci bootstrap in one line."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rescore.engine.cli import app
+
+    runner = CliRunner()
+    toy = ["--generator", "toy_models:build_toy_generator"]
+    toy += ["-p", "toy_models:build_bounded_toy_predictor", "--backend", "torch"]
+    out = str(tmp_path / "run")
+    args = ["run", "-o", out, *toy, "-n", "60", "--chosen-num", "10", "--rescore-num", "40"]
+    args += ["-s", "red", "-s", "green"]
+    result = runner.invoke(app, [*args, "--eliminate", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "elimination: " in result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["elimination"]["boundaries"] and summary["images"]["fixed_k"] > 0
+    assert runner.invoke(app, ["report", "-o", out]).exit_code == 0
+    failed = runner.invoke(app, ["report", "-o", out, "--ci", "bootstrap"])
+    assert failed.exit_code == 2 and "cannot report an elimination run" in failed.stderr
