@@ -94,18 +94,22 @@ def fitted(tmp_path_factory):
     return run
 
 
-def _rescore(fitted, out, config):
+def _rescore(fitted, out, config, spec=SYNTHETIC):
     shutil.copytree(fitted.root, out)
     run = RunDirectory(out)
-    table = rescore_step(run, CPU, config, spec=SYNTHETIC, progress=False)
+    table = rescore_step(run, CPU, config, spec=spec, progress=False)
     return run, report_step(run, table)
 
 
 def _bytes(run):
-    """Every sample array of the rescore store (not the ledger: its length is the chunk count)."""
+    """The rescore store's sample arrays, as bytes (not the ledger: its length is the chunk
+    count; latents after the last boundary stopped are only written up to the end of that
+    chunk, as under adaptive K, so z, w and original are compared up to the last moved latent)."""
     store = open_rescore(run.rescore_store)
-    names = ("z", "w", "original", "manipulated", "active", "moved")
-    return {name: store.group[name][:].tobytes() for name in names}
+    arrays = {name: store.group[name][:] for name in ("manipulated", "active", "moved")}
+    last = int(np.flatnonzero(arrays["active"].any(axis=1)).max()) + 1
+    arrays.update({name: store.group[name][:last] for name in ("z", "w", "original")})
+    return {name: array.tobytes() for name, array in arrays.items()}
 
 
 @pytest.mark.slow
@@ -168,3 +172,40 @@ def test_run_with_eliminate_on_the_command_line(tmp_path):
     assert runner.invoke(app, ["report", "-o", out]).exit_code == 0
     failed = runner.invoke(app, ["report", "-o", out, "--ci", "bootstrap"])
     assert failed.exit_code == 2 and "cannot report an elimination run" in failed.stderr
+
+
+BOUNDED = ModelSpec(
+    ModelRef("toy_models:build_toy_generator"),
+    (ModelRef("toy_models:build_bounded_toy_predictor"),),
+)
+
+
+def test_a_resumed_elimination_run_writes_the_same_store(tmp_path):
+    """Interrupted after its first chunk, damaged, resumed: the replayed decisions give the
+    same store as the uninterrupted run (and as a run with another chunk size)."""
+    import zarr
+
+    fitted = RunDirectory(tmp_path / "fitted")
+    sample_step(fitted, BOUNDED, CPU, SampleConfig(400, 0, 200), progress=False)
+    fit_step(fitted, FitConfig(chosen_num=80, semantics=("red", "blue")), progress=False)
+    config = RescoreConfig(240, 1, 2.0, 20, 4, eliminate=EliminationSpec())
+    run, summary = _rescore(fitted, tmp_path / "c20", config, BOUNDED)
+    whole = RescoreConfig(**{**config.__dict__, "chunk_size": 240})
+    other, _ = _rescore(fitted, tmp_path / "c240", whole, BOUNDED)
+    expected = _bytes(run)
+    assert _bytes(other) == expected
+    counts = [b["k_per_layer_set"] for b in summary["elimination"]["boundaries"].values()]
+    assert min(min(c.values()) for c in counts) < 240  # a layer really was eliminated
+    group = zarr.open_group(run.rescore_store, mode="r+")
+    moved_rows = np.flatnonzero(group["active"][:].any(axis=1))
+    assert moved_rows.max() >= 40  # chunk 1 is recomputed on resume
+    group["ledger"][1:] = 0
+    group["manipulated"][20:40] = -7.0  # damage in a chunk the resume rewrites
+    group["moved"][20:40] = 1
+    meta = dict(group.attrs["rescore"])
+    meta.pop("finished")
+    group.attrs["rescore"] = meta
+    rescore_step(run, CPU, config, spec=BOUNDED, progress=False)
+    assert _bytes(run) == expected
+    finished = open_rescore(run.rescore_store).meta["finished"]
+    assert finished["elimination"] == summary["run"]["elimination"]
