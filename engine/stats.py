@@ -241,13 +241,14 @@ def iter_chunk_gains(
     manipulated_array, original_array = store.array("manipulated"), store.array("original")
     active_array = store.array("active")
     scored_sets = scored_layer_sets(store.meta, manipulated_array.shape[2])[boundaries]  # [M', K]
+    eliminating = is_elimination(store)
     for index in np.flatnonzero(store.completed()):
         start, stop = store.chunk_range(int(index))
         original = original_array[start:stop]  # [n, S]
         manipulated = manipulated_array[start:stop, boundaries]  # [n, M', K, S]
         active = active_array[start:stop, boundaries].astype(bool)  # [n, M']
         scored = active[:, :, None] & scored_sets[None]  # [n, M', K]
-        if store.has("moved"):  # elimination: each layer set stopped on its own
+        if eliminating:  # each layer set stopped on its own
             scored &= store.array("moved")[start:stop, boundaries].astype(bool)
         bad = int((~np.isfinite(original)).sum() + (~np.isfinite(manipulated[scored])).sum())
         if bad:
@@ -284,15 +285,20 @@ def sequences_for(store: ChunkedStore) -> list[ConfidenceSequence] | None:
         return None
     _, num_boundaries, num_sets, _ = store.array("manipulated").shape
     horizon = int(identity["num_latents"])
-    if store.has("moved"):
+    if is_elimination(store):
         return [SetSequences(num_sets, ranges, horizon) for _ in range(num_boundaries)]
     return [ConfidenceSequence(num_sets, ranges, horizon) for _ in range(num_boundaries)]
+
+
+def is_elimination(store: ChunkedStore) -> bool:
+    """Whether the store was written with successive elimination (`moved` array, unequal K)."""
+    return bool(store.meta["identity"].get("eliminate"))
 
 
 def moved_sets(store: ChunkedStore, start: int, stop: int) -> np.ndarray | None:
     """[n, M, K] bool: which layer sets were moved on samples [start, stop) of an elimination
     store (None for other stores: every scored set of an active boundary was)."""
-    if not store.has("moved"):
+    if not is_elimination(store):
         return None
     return store.array("moved")[start:stop].astype(bool)
 
@@ -360,7 +366,7 @@ def delta_statistics(
             f"--ci {ci_method} cannot report an adaptive-K run (its stopping rule saw confidence "
             f"sequences); use --ci auto"
         )
-    eliminating = store.has("moved")
+    eliminating = is_elimination(store)
     if eliminating and ci_method == "bootstrap":
         raise ScoreError(
             "--ci bootstrap cannot report an elimination run (its layer sets have unequal K); "
