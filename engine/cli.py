@@ -141,6 +141,14 @@ EliminateSemantic = Annotated[
     list[str],
     typer.Option(help="Semantics of interest of --eliminate for every boundary (repeatable)."),
 ]
+EliminatePaired = Annotated[
+    bool,
+    typer.Option(
+        "--eliminate-paired",
+        help="--eliminate on paired layer differences (asymptotic sequences: far fewer "
+        "latents, valid as K grows like the fixed-K peak sets; see README).",
+    ),
+]
 EliminateTie = Annotated[
     float,
     typer.Option(
@@ -309,15 +317,17 @@ def _backend_spec(
     return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=max_batch)
 
 
-def _elimination(eliminate: bool, semantics: list[str], tie: float):
+def _elimination(eliminate: bool, semantics: list[str], tie: float, paired: bool = False):
     """The EliminationSpec asked for, or None; its options need --eliminate."""
     if not eliminate:
-        if semantics or tie:
-            raise RescoreError("--eliminate-semantic and --eliminate-tie need --eliminate")
+        if semantics or tie or paired:
+            raise RescoreError(
+                "--eliminate-semantic, --eliminate-tie and --eliminate-paired need --eliminate"
+            )
         return None
     from .elimination import EliminationSpec
 
-    return EliminationSpec(tuple(semantics), tie)
+    return EliminationSpec(tuple(semantics), tie, paired)
 
 
 def _executor(executor: str, workers: int, ray_address: str | None, device: str):
@@ -498,6 +508,7 @@ def rescore(
     eliminate: Eliminate = False,
     eliminate_semantic: EliminateSemantic = [],
     eliminate_tie: EliminateTie = 0.0,
+    eliminate_paired: EliminatePaired = False,
     force_family: ForceFamily = False,
     force_store: ForceStore = False,
     backend: Backend = "auto",
@@ -548,7 +559,7 @@ def rescore(
         target,
         ci_method=ci,
         force_family=force_family,
-        eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie),
+        eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie, eliminate_paired),
     )
     table = pipeline.rescore_step(
         run,
@@ -800,6 +811,7 @@ def run(
     eliminate: Eliminate = False,
     eliminate_semantic: EliminateSemantic = [],
     eliminate_tie: EliminateTie = 0.0,
+    eliminate_paired: EliminatePaired = False,
 ) -> None:
     """sample -> fit -> rescore -> report into one directory.
 
@@ -821,7 +833,7 @@ def run(
             seed,
             distance,
             *_grid(256, _batch(batch_size, device)),
-            eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie),
+            eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie, eliminate_paired),
         ),
         executor=_executor(executor, workers, ray_address, device),
         progress=not quiet,

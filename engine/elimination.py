@@ -22,6 +22,15 @@ maximum is ever eliminated, for every pair at once: the survivors are a simultan
 at every latent. Cells with an asymptotic sequence and fewer than MIN_NONZERO non-zero gains
 take no part in a decision (neither eliminated nor eliminating).
 
+Paired (`paired=True`, `--eliminate-paired`): layers are compared on the same latents, so the
+differences d_jl = gain_j - gain_l vary much less than the gains. Every ordered pair gets the
+asymptotic confidence sequence of its mean difference (`cs_normal`: Waudby-Smith, Arbour, Sinha,
+Kennedy & Ramdas 2021; valid as K grows, like the fixed-K MCB sets' normal bounds, not finite-
+sample), at alpha' = alpha / (L (L - 1) P); l is eliminated once a surviving j has
+lower(d_jl) > the tie tolerance of `peaks` with >= MIN_NONZERO latents where j beat l. Same
+guarantee (a best layer is never eliminated, all pairs at once, w.p. >= 1 - alpha, asymptotically);
+a semantic is resolved when one layer survives (no tie rule).
+
 Decisions are made latent by latent in chunk order by the driver, so the stop of every layer set
 (and the store) is the same for any chunk size, resume or executor. `SetSequences` gives every
 cell of a store with unequal K per layer set its own (uncorrected, 95%) confidence sequence for
@@ -37,6 +46,7 @@ import numpy as np
 
 from .errors import ScoreError
 from .intervals import ALPHA, MIN_NONZERO, ConfidenceSequence, SequencePrefix
+from .peaks import TIE_RTOL
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class EliminationSpec:
 
     semantics: tuple[str, ...] = ()
     tie: float = 0.0
+    paired: bool = False  # asymptotic sequences of paired layer differences (see module docs)
 
 
 def interest_columns(
@@ -62,6 +73,10 @@ def interest_columns(
         )
     if spec.tie < 0 or not np.isfinite(spec.tie):
         raise ScoreError(f"--eliminate-tie must be >= 0, got {spec.tie}")
+    if spec.paired and spec.tie:
+        raise ScoreError(
+            "--eliminate-tie needs the per-layer sequences; drop --eliminate-paired or the tie"
+        )
     if spec.semantics:
         chosen = [semantic_names.index(s) for s in dict.fromkeys(spec.semantics)]
         return [np.array(chosen, int) for _ in boundary_names]
@@ -84,16 +99,25 @@ class Eliminator:
         ranges: np.ndarray,
         horizon: int,
         tie: float = 0.0,
+        paired: bool = False,
     ) -> None:
         """columns: per boundary its semantics of interest; tracked [M] bool: boundaries with
-        layer-wise rows (Z boundaries and PGGAN have nothing to eliminate); ranges [S]: R."""
+        layer-wise rows (Z boundaries and PGGAN have nothing to eliminate); ranges [S]: R;
+        paired: sequences of the L (L - 1) ordered layer differences instead of the L layers."""
         self.columns = [c if t else c[:0] for c, t in zip(columns, tracked, strict=True)]
         layers = num_sets - 1
         pairs = sum(len(c) for c in self.columns)
-        self.alpha = ALPHA / max(1, layers * pairs)  # Bonferroni over layers and pairs
-        self.tie = tie
+        tests = layers * (layers - 1) if paired else layers
+        self.alpha = ALPHA / max(1, tests * pairs)  # Bonferroni over tests and pairs
+        self.tie, self.paired = tie, paired
+        self.tolerance = [TIE_RTOL * np.nan_to_num(ranges[c], nan=0.0) for c in self.columns]
+        cells = layers * layers if paired else layers
         self.sequences = [
-            ConfidenceSequence(layers, ranges[c], horizon, self.alpha) if len(c) else None
+            ConfidenceSequence(
+                cells, np.full(len(c), np.nan) if paired else ranges[c], horizon, self.alpha
+            )
+            if len(c)
+            else None
             for c in self.columns
         ]
         self.alive = [np.ones((layers, len(c)), bool) for c in self.columns]  # [L, S']
@@ -124,8 +148,11 @@ class Eliminator:
             self.set_counts[b] += n
             return n, np.ones((n, self.num_sets), bool)
         columns, alive, resolved = self.columns[b], self.alive[b], self.resolved[b]
-        prefix = sequence.extend(np.nan_to_num(gains[:, 1:][..., columns], nan=0.0))
-        trusted = sequence.bounded[None, None] | (prefix.nonzero >= MIN_NONZERO)  # [n, L, S']
+        values = np.nan_to_num(gains[:, 1:][..., columns], nan=0.0)  # [n, L, S']
+        if self.paired:  # d[j, l] = gain_j - gain_l, every ordered pair
+            values = (values[:, :, None] - values[:, None, :]).reshape(n, -1, len(columns))
+        prefix = sequence.extend(values)
+        trusted = sequence.bounded[None, None] | (prefix.nonzero >= MIN_NONZERO)  # [n, cells, S']
         moved = np.zeros((n, self.num_sets), bool)
         rows = n
         for i in range(n):
@@ -143,6 +170,9 @@ class Eliminator:
         self, b: int, prefix: SequencePrefix, trusted: np.ndarray, i: int, count: int
     ) -> None:
         """Eliminate and resolve after latent i of the chunk (count latents in all)."""
+        if self.paired:
+            self._decide_paired(b, prefix, trusted, i, count)
+            return
         alive, resolved = self.alive[b], self.resolved[b]
         low, high = prefix.low[i], prefix.high[i]  # [L, S']
         usable = alive & trusted[i] & np.isfinite(low) & np.isfinite(high)
@@ -156,6 +186,21 @@ class Eliminator:
                 np.where(alive, low, np.inf), axis=0
             )
             resolved |= (alive == usable).all(axis=0) & (spread <= self.tie * best)
+
+    def _decide_paired(
+        self, b: int, prefix: SequencePrefix, trusted: np.ndarray, i: int, count: int
+    ) -> None:
+        """Paired: layer l is eliminated when a surviving j has lower(d_jl) above the tie
+        tolerance (TIE_RTOL * R, as in `peaks`) with >= MIN_NONZERO latents where j beat l."""
+        alive, resolved = self.alive[b], self.resolved[b]
+        layers = len(alive)
+        low = prefix.low[i].reshape(layers, layers, -1)  # [j, l, S']
+        usable = trusted[i].reshape(layers, layers, -1) & alive[:, None] & alive[None]
+        beaten = (usable & (low > self.tolerance[b])).any(axis=0)  # [l, S']
+        out = alive & beaten & ~resolved
+        alive &= ~out
+        self.eliminated_at[b][out] = count
+        resolved |= alive.sum(axis=0) == 1
 
     def replay(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> None:
         """Rebuild the state from a store's completed chunks, in order: (gains [n, M, K, S],
@@ -177,7 +222,12 @@ class Eliminator:
         """What `finished['elimination']` says: per boundary its semantics of interest, the K
         of every layer set, when each layer was eliminated, the survivors, and the images used
         against a fixed-K run of the same K (the boundary's largest)."""
-        out: dict = {"alpha_per_sequence": self.alpha, "tie": self.tie, "boundaries": {}}
+        out: dict = {
+            "alpha_per_sequence": self.alpha,
+            "tie": self.tie,
+            "sequences": "paired_asymptotic" if self.paired else "per_layer",
+            "boundaries": {},
+        }
         for b, name in enumerate(boundary_names):
             counts = self.set_counts[b]
             scored = counts > 0

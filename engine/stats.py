@@ -454,7 +454,9 @@ def eliminator_for(store: ChunkedStore) -> Eliminator:
     """An empty `Eliminator` for an elimination store, as its run set it up."""
     meta, identity = store.meta, store.meta["identity"]
     recorded = identity["eliminate"]
-    spec = EliminationSpec(tuple(recorded["semantics"]), float(recorded["tie"]))
+    spec = EliminationSpec(
+        tuple(recorded["semantics"]), float(recorded["tie"]), bool(recorded.get("paired"))
+    )
     num_sets = store.array("manipulated").shape[2]
     scored = scored_layer_sets(meta, num_sets)
     columns = interest_columns(meta["boundary_names"], meta["semantic_names"], spec)
@@ -465,6 +467,7 @@ def eliminator_for(store: ChunkedStore) -> Eliminator:
         score_ranges(store),
         int(identity["num_latents"]),
         spec.tie,
+        spec.paired,
     )
 
 

@@ -27,10 +27,16 @@ CPU = BackendSpec("torch", "cpu")
 FACTORS = ("horizon", "palette_hue")  # layout (layers 0-1) and colour (8-9): resolved early
 
 
-def _simulate(means: np.ndarray, latents: int, chunk: int, rng: np.random.Generator) -> Eliminator:
+def _eliminator(layers: int, latents: int, paired: bool) -> Eliminator:
+    """One boundary, one semantic of interest with R = 1, `layers` layers."""
+    one = np.array([0])
+    return Eliminator([one], np.array([True]), layers + 1, np.ones(1), latents, paired=paired)
+
+
+def _simulate(means, latents: int, chunk: int, rng, paired: bool = False) -> Eliminator:
     """One elimination run on Bernoulli(mean) gains of one boundary (R = 1), [L] layers."""
     layers = len(means)
-    eliminator = Eliminator([np.array([0])], np.array([True]), layers + 1, np.ones(1), latents)
+    eliminator = _eliminator(layers, latents, paired)
     for _ in range(0, latents, chunk):
         if not eliminator.active[0]:
             break
@@ -41,15 +47,16 @@ def _simulate(means: np.ndarray, latents: int, chunk: int, rng: np.random.Genera
     return eliminator
 
 
-def test_the_true_best_layers_survive_in_95_percent_of_simulated_runs():
+@pytest.mark.parametrize("paired", [False, True], ids=["per-layer", "paired"])
+def test_the_true_best_layers_survive_in_95_percent_of_simulated_runs(paired):
     """Two layers tie for the best Delta, one is close, the rest clearly worse: the corrected
     time-uniform sequences never eliminate a best layer in >= 95% of runs (Bonferroni makes it
     about 100%), while the clearly worse layers are eliminated early in most runs."""
     means = np.array([0.05, 0.45, 0.45, 0.38, 0.05])
     rng = np.random.default_rng(7)
     kept_best, stopped_early = [], []
-    for _ in range(80):
-        eliminator = _simulate(means, 300, 100, rng)
+    for _ in range(60):
+        eliminator = _simulate(means, 300, 100, rng, paired)
         kept_best.append(eliminator.survivors(0)[[1, 2], 0].all())
         stopped_early.append(eliminator.set_counts[0, [1, 5]].max() < 300)
     assert np.mean(kept_best) >= 0.95
@@ -67,14 +74,15 @@ def test_the_sequences_run_at_the_bonferroni_level():
     assert eliminator.alpha == pytest.approx(0.05 / (10 * 3))  # 10 layers x 3 pairs
 
 
-def test_decisions_do_not_depend_on_the_chunking():
+@pytest.mark.parametrize("paired", [False, True], ids=["per-layer", "paired"])
+def test_decisions_do_not_depend_on_the_chunking(paired):
     means = np.array([0.5, 0.1, 0.2, 0.45])
     runs = []
     rng = np.random.default_rng(3)
     draws = (rng.random((400, 4)) < means).astype(np.float32)
     gains = np.concatenate([draws.max(axis=1, keepdims=True), draws], axis=1)[..., None]
     for chunk in (1, 37, 400):
-        eliminator = Eliminator([np.array([0])], np.array([True]), 5, np.ones(1), 400)
+        eliminator = _eliminator(4, 400, paired)
         for start in range(0, 400, chunk):
             if eliminator.active[0]:
                 eliminator.update(0, gains[start : start + chunk])
