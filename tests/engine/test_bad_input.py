@@ -136,6 +136,11 @@ ROWS = [
         "--eliminate-tie must be >= 0",
     ),
     Row("eliminate-tie-alone", [*RESCORE, "--eliminate-tie", "0.1"], "need --eliminate"),
+    Row(
+        "eliminate-paired-tie",
+        [*RESCORE, "--eliminate", "--eliminate-paired", "--eliminate-tie", "0.1"],
+        "--eliminate-tie needs the per-layer sequences",
+    ),
     Row("psi-nan", [*SAMPLE, *TOY, "--truncation-psi", "nan"], "--truncation-psi must be"),
     Row("run-k-1", ["run", "-o", "{tmp}/new", *TOY, "--rescore-num", "1"], "K >= 2"),
     Row("executor-unknown", [*SAMPLE, *TOY, *CPU, "--executor", "slurm"], "use local or ray"),
