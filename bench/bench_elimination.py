@@ -177,7 +177,7 @@ def main() -> None:
             print(f"synthetic: {time.perf_counter() - start:.0f} s", flush=True)
         if "stylegan" in args.models:
             start = time.perf_counter()
-            store = stylegan_store(root, 6 if quick else 40, ("brightness",), 256)
+            store = stylegan_store(root, 12 if quick else 40, ("brightness",), 256)
             rows += compare("StyleGAN-256 (random) + colour", store, 2)
             print(f"stylegan: {time.perf_counter() - start:.0f} s", flush=True)
     print(
