@@ -140,6 +140,14 @@ def test_elimination_keeps_the_true_peak_and_certifies_the_fixed_k_set_with_fewe
         }
     images = summary["images"]
     assert images["used"] < images["fixed_k"] == fixed["images"]["used"]
+    # paired differences: the same sets, from fewer images still
+    paired = RescoreConfig(120, 1, 2.0, 60, 20, eliminate=EliminationSpec(paired=True))
+    _, by_pairs = _rescore(fitted, tmp_path / "paired", paired)
+    for factor in FACTORS:
+        entry, reference = by_pairs["boundaries"][factor], fixed["boundaries"][factor]
+        assert entry["indistinguishable_layers"] == reference["indistinguishable_layers"]
+    assert by_pairs["images"]["used"] < images["used"]
+    assert by_pairs["elimination"]["sequences"] == "paired_asymptotic"
     assert summary["peak_sets"].startswith("successive elimination")
     # eliminated cells are NaN after their stop, and the moved mask says so
     store = open_rescore(run.rescore_store)
