@@ -158,6 +158,33 @@ ModelSeed = Annotated[int, typer.Option(help="Seed of seed-built models (synthet
 ClassIndex = Annotated[
     int | None, typer.Option(help="Class of a conditional generator (BigGAN, NVlabs c_dim > 0).")
 ]
+Eliminate = Annotated[
+    bool,
+    typer.Option(
+        "--eliminate",
+        help="Successive elimination: stop moving layers that are not the peak of each "
+        "boundary's own semantic (95% simultaneous; see README).",
+    ),
+]
+EliminateSemantic = Annotated[
+    list[str],
+    typer.Option(help="Semantics of interest of --eliminate for every boundary (repeatable)."),
+]
+EliminatePaired = Annotated[
+    bool,
+    typer.Option(
+        "--eliminate-paired",
+        help="--eliminate on paired layer differences (asymptotic sequences: far fewer "
+        "latents, valid as K grows like the fixed-K peak sets; see README).",
+    ),
+]
+EliminateTie = Annotated[
+    float,
+    typer.Option(
+        help="--eliminate: survivors within this fraction of the peak's Delta are a tie "
+        "(0: run ties to the maximum K)."
+    ),
+]
 Executor = Annotated[
     str,
     typer.Option(
@@ -343,6 +370,19 @@ def _backend_spec(
     return BackendSpec(backend, device, precision, cache_dir, onnx_dir, max_batch=max_batch)
 
 
+def _elimination(eliminate: bool, semantics: list[str], tie: float, paired: bool = False):
+    """The EliminationSpec asked for, or None; its options need --eliminate."""
+    if not eliminate:
+        if semantics or tie or paired:
+            raise RescoreError(
+                "--eliminate-semantic, --eliminate-tie and --eliminate-paired need --eliminate"
+            )
+        return None
+    from .elimination import EliminationSpec
+
+    return EliminationSpec(tuple(semantics), tie, paired)
+
+
 def _executor(
     executor: str, workers: int, ray_address: str | None, device: str, overlap: bool | None = None
 ):
@@ -525,6 +565,10 @@ def rescore(
             "normal; confidence sequences under --target-ci), normal or bootstrap (seeded)."
         ),
     ] = "auto",
+    eliminate: Eliminate = False,
+    eliminate_semantic: EliminateSemantic = [],
+    eliminate_tie: EliminateTie = 0.0,
+    eliminate_paired: EliminatePaired = False,
     force_family: ForceFamily = False,
     force_store: ForceStore = False,
     backend: Backend = "auto",
@@ -546,6 +590,7 @@ def rescore(
 
     Examples:  rescore rescore -o runs/bedroom -n 2000 --distance 2
                rescore rescore -o runs/bedroom --target-ci 0.005 --max-k 20000
+               rescore rescore -o runs/bedroom -n 2000 --eliminate
     """
     run = _run_directory(out, storage_option)
     _finite("--distance", distance)
@@ -576,6 +621,7 @@ def rescore(
         target,
         ci_method=ci,
         force_family=force_family,
+        eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie, eliminate_paired),
     )
     table = pipeline.rescore_step(
         run,
@@ -830,6 +876,10 @@ def run(
     storage_option: StorageOptions = [],
     overlap: Overlap = None,
     quiet: Quiet = False,
+    eliminate: Eliminate = False,
+    eliminate_semantic: EliminateSemantic = [],
+    eliminate_tie: EliminateTie = 0.0,
+    eliminate_paired: EliminatePaired = False,
 ) -> None:
     """sample -> fit -> rescore -> report into one directory.
 
@@ -847,7 +897,13 @@ def run(
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, 1024, _batch(batch_size, device), wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
-        RescoreConfig(rescore_num, seed, distance, *_grid(256, _batch(batch_size, device))),
+        RescoreConfig(
+            rescore_num,
+            seed,
+            distance,
+            *_grid(256, _batch(batch_size, device)),
+            eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie, eliminate_paired),
+        ),
         executor=_executor(executor, workers, ray_address, device, overlap),
         progress=not quiet,
     )
@@ -1143,6 +1199,12 @@ def _print_summary(summary: dict) -> None:
                 f"{entry['indistinguishable_layers']}"
             )
         typer.echo(f"{name:28s} {entry['k']:6d} {entry['delta_all_layers']:10.4f} {peak}")
+    if summary.get("elimination"):
+        images = summary["images"]
+        typer.echo(
+            f"elimination: {images['used']} images scored, a fixed-K run {images['fixed_k']} "
+            f"(saved {images['saved_fraction']:.0%}); K of each layer: layer_k in summary.json"
+        )
 
 
 def _print_outputs(run: RunDirectory) -> None:

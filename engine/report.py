@@ -33,6 +33,27 @@ SUMMARY_FORMAT_VERSION = 2
 NORMALISATION = "delta / sd of the semantic's original scores over the rescored latents"
 
 
+PEAK_SETS_ELIMINATION = (
+    "successive elimination: the layers never eliminated, simultaneous 95% over layers and "
+    "(boundary, semantic of interest) pairs (Bonferroni, time-uniform); other semantics: every "
+    "layer (not certified)"
+)
+
+
+def images_used(table: DeltaTable) -> dict[str, Any]:
+    """Images the run scored (one original per latent, plus one per moved (boundary, layer
+    set) and latent) against a fixed-K run at the largest K over all scored sets."""
+    scored = table.set_counts > 0  # [M, K]
+    used = table.count + int(table.set_counts.sum())
+    fixed = table.count * (1 + int(scored.sum()))
+    return {
+        "used": used,
+        "fixed_k": fixed,
+        "saved": fixed - used,
+        "saved_fraction": (fixed - used) / fixed if fixed else 0.0,
+    }
+
+
 def own_semantic_index(table: DeltaTable) -> dict[int, int]:
     """Boundary index -> index of the semantic it is named after (others are skipped)."""
     return {
@@ -138,6 +159,7 @@ def summarize(
             indistinguishable_layers=entry["indistinguishable_layers"],
             no_effect_layers=np.flatnonzero(table.no_effect[m, 1:, s]).tolist(),
             layer_delta=[float(v) for v in per_layer],
+            layer_k=[int(c) for c in table.set_counts[m, 1:]],
             layer_stderr=[float(v) for v in stderr],
             layer_ci=[
                 [float(a), float(b)]
@@ -166,7 +188,11 @@ def summarize(
         "ci_params": table.ci_params,
         "ci_methods_used": {str(k): int(v) for k, v in zip(methods, method_counts, strict=True)},
         "flag_counts": {str(k): int(v) for k, v in zip(flag_names, flag_counts, strict=True)},
-        "peak_sets": "simultaneous 95% (Bonferroni over all ordered layer pairs)",
+        "peak_sets": PEAK_SETS_ELIMINATION
+        if table.certified is not None
+        else "simultaneous 95% (Bonferroni over all ordered layer pairs)",
+        "images": images_used(table),
+        "elimination": (finished or {}).get("elimination"),
         "tie_rtol": TIE_RTOL,
         "tie_tolerance": _per_semantic(table, table.tie_tolerance),
         "score_range_width": _per_semantic(table, table.ranges),

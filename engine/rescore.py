@@ -37,6 +37,7 @@ from rescore.export.session import ScoringSession
 from rescore.kernels.manipulate import layer_sets_all_and_each
 
 from .boundary import Boundary, check_family
+from .elimination import EliminationSpec, interest_columns
 from .errors import ScoreError
 from .executor import LOCAL, ExecutorSpec, local_in_order, ray_in_order
 from .fit import resolve_semantics
@@ -54,7 +55,7 @@ from .scoring import (
     session_record,
 )
 from .spec import ModelSpec
-from .stats import CI_METHODS, GainAccumulator, accumulate, gains
+from .stats import CI_METHODS, GainAccumulator, accumulate, eliminator_for, gains, iter_chunk_gains
 from .store import ArraySpec, ChunkedStore
 from .zspace import moved_z_codes
 
@@ -92,6 +93,7 @@ class RescoreConfig:
     ci_method: str = "auto"
     resamples: int = 2000
     force_family: bool = False  # use boundaries fitted on another generator family
+    eliminate: EliminationSpec | None = None  # successive elimination of layers (`elimination`)
 
 
 def layer_labels(num_layers: int) -> list[str]:
@@ -137,6 +139,7 @@ def rescore_boundaries(
             f"--ci {config.ci_method} cannot be combined with --target-ci (adaptive K reports "
             f"the confidence sequences its stopping rule saw); drop --ci or use --ci auto"
         )
+    _check_elimination(config, [b.name for b in boundaries], semantics)
     identity = {
         **spec.identity(),
         "seed": config.seed,
@@ -154,6 +157,7 @@ def rescore_boundaries(
             for b in boundaries
         ],
         "target": asdict(config.target) if config.target else None,
+        **({"eliminate": asdict(config.eliminate)} if config.eliminate else {}),
         **session_identity(session),
     }
     store = ChunkedStore.create_or_resume(
@@ -173,6 +177,11 @@ def rescore_boundaries(
                 inner_chunks=(1, k, s),
             ),
             ArraySpec("active", (n, m), ("sample", "boundary"), dtype="uint8"),
+            *(
+                [ArraySpec("moved", (n, m, k), ("sample", "boundary", "layer"), dtype="uint8")]
+                if config.eliminate
+                else []
+            ),
         ],
         static={"directions": (directions, ("boundary", "layer", "dim"))},
         attrs={
@@ -188,12 +197,18 @@ def rescore_boundaries(
         },
     )
     accumulators, sequences = accumulate(store)  # resumes the statistics of completed chunks
+    eliminator = None
+    if config.eliminate:  # replays its decisions on the completed chunks
+        eliminator, sequences = eliminator_for(store), None
+        eliminator.replay((g, a) for _, g, a in iter_chunk_gains(store))
     active = np.array(
         [
             not _met(q, config.target, targeted, scored_sets[b])
             for b, q in enumerate(sequences or accumulators)
         ]
     )
+    if eliminator is not None:
+        active &= eliminator.active
     plan = ChunkPlan(boundaries, directions, layer_sets, config)
     pending = store.pending_chunks()
     images = sum(np.subtract(*store.chunk_range(c)[::-1]) for c in pending) * (
@@ -201,14 +216,15 @@ def rescore_boundaries(
     )
 
     def moving() -> np.ndarray:  # [M, K]: the (boundary, layer set) pairs still moved
-        return active[:, None] & scored_sets
+        sets = scored_sets if eliminator is None else scored_sets & eliminator.moving()
+        return active[:, None] & sets
 
     depth = 0  # overlap stages (`overlap`): the local executor's; Ray actors score apart already
     if executor.kind == "local":
         depth = resolve_overlap(executor.overlap, session.info.device)  # 0: no threads
-        # adaptive K: a chunk's mask follows from the previous chunks' results, so it is
-        # dispatched only when its turn comes (only the writer overlaps)
-        ahead = depth if config.target is None else 0
+        # adaptive K and elimination: a chunk's mask follows from the previous chunks' results,
+        # so it is dispatched only when its turn comes (only the writer overlaps)
+        ahead = depth if config.target is None and eliminator is None else 0
         stop = threading.Event()  # a chunk scored ahead ends within one call when the run stops
         ahead_session = StoppableSession(session, stop) if ahead else session
         results = local_in_order(
@@ -234,11 +250,19 @@ def rescore_boundaries(
                 manipulated = manipulated.copy()
             manipulated[:, mask & ~moving()] = np.nan  # stopped after this chunk was dispatched
             moved = np.zeros((count, m), np.uint8)
+            moved_sets = np.zeros((count, m, k), np.uint8)
             bar.update(count * (1 + int((mask & moving()).sum())))
             for b in np.flatnonzero(active):
                 boundary_gains = gains(original, manipulated[:, b : b + 1])[:, 0]  # [n, K, S]
                 rows = count
-                if sequences is not None:
+                kept = None
+                if eliminator is not None:
+                    rows, kept = eliminator.update(b, boundary_gains)
+                    kept &= scored_sets[b]
+                    active[b] = eliminator.active[b]
+                    manipulated[:rows, b][~kept] = np.nan
+                    moved_sets[:rows, b] = kept
+                elif sequences is not None:
                     prefix = sequences[b].extend(boundary_gains)
                     if config.target is not None:
                         rows, met = _first_met(
@@ -248,12 +272,14 @@ def rescore_boundaries(
                     sequences[b].commit(prefix, rows)
                 manipulated[rows:, b] = np.nan
                 moved[:rows, b] = 1
-                accumulators[b].add(boundary_gains[:rows])
-            writer.submit(
-                index,
-                {"z": z, "w": w, "original": original, "manipulated": manipulated, "active": moved},
-            )
+                accumulators[b].add(boundary_gains[:rows], kept)
+            values = {"z": z, "w": w, "original": original, "manipulated": manipulated}
+            values.update(active=moved, **({"moved": moved_sets} if eliminator else {}))
+            writer.submit(index, values)
     info = _finish_info(boundaries, accumulators, sequences, active, config, targeted)
+    if eliminator is not None:
+        labels = layer_labels(num_layers)
+        info["elimination"] = eliminator.record([b.name for b in boundaries], semantics, labels)
     store.finish(info)
     return RescoreRun(store, accumulators, sequences)
 
@@ -316,6 +342,24 @@ class RescoreWorker:
 
         session = open_model_session(self.spec, self.backend).__enter__()
         return lambda index, active: self.plan.score(session, index, active)
+
+
+def _check_elimination(config: RescoreConfig, names: list[str], semantics: list[str]) -> None:
+    """Elimination answers "which layer peaks", adaptive K "how precise is every Delta": one
+    rule per run (a CI target over cells that stopped early would never be met)."""
+    if config.eliminate is None:
+        return
+    interest_columns(names, semantics, config.eliminate)  # unknown semantics, bad tie
+    if config.target is not None:
+        raise ScoreError(
+            "--eliminate cannot be combined with --target-ci (elimination stops layers early, so "
+            "their Deltas never reach a common CI target); drop one of them"
+        )
+    if config.ci_method == "bootstrap":
+        raise ScoreError(
+            "--ci bootstrap cannot be combined with --eliminate (its layer sets have unequal K); "
+            "use --ci auto or normal"
+        )
 
 
 def _targeted_semantics(target: CiTarget | None, semantics: list[str]) -> np.ndarray:

@@ -23,6 +23,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .elimination import (
+    EliminationSpec,
+    Eliminator,
+    SetSequences,
+    interest_columns,
+)
 from .errors import ScoreError
 from .intervals import (
     MIN_NONZERO,
@@ -61,12 +67,20 @@ class GainAccumulator:
         self.comoment = np.zeros((num_semantics, num_sets, num_sets), np.float64)
         self.nonzero = np.zeros((num_sets, num_semantics), np.int64)
         self.maximum = np.zeros((num_sets, num_semantics), np.float64)
+        self.set_counts = np.zeros(num_sets, np.int64)  # K of each layer set
+        self._pairs: tuple[np.ndarray, np.ndarray] | None = None  # masked: see `add`
 
-    def add(self, gains: np.ndarray) -> None:
-        """Merge a chunk of gains [n, K, S]."""
+    def add(self, gains: np.ndarray, moved: np.ndarray | None = None) -> None:
+        """Merge a chunk of gains [n, K, S]. `moved` [n, K] bool (elimination: each layer set
+        on its own latents, NaN gains elsewhere): each cell's mean and variance over its own
+        latents, each co-moment over the latents both sets share."""
         n = gains.shape[0]
         if n == 0:
             return
+        if moved is not None:
+            self._add_masked(gains, np.asarray(moved, bool))
+            return
+        self.set_counts += n
         chunk_mean = gains.mean(axis=0, dtype=np.float64)  # [K, S]
         centred = gains - chunk_mean  # [n, K, S]
         chunk_comoment = np.einsum("nks,njs->skj", centred, centred, dtype=np.float64)
@@ -80,16 +94,45 @@ class GainAccumulator:
         self.nonzero += (gains > 0).sum(axis=0)
         self.maximum = np.maximum(self.maximum, gains.max(axis=0))
 
+    def _add_masked(self, gains: np.ndarray, moved: np.ndarray) -> None:
+        """Chan's update per pair of layer sets, over the latents both moved on."""
+        num_sets, num_semantics = self.mean.shape
+        if self._pairs is None:
+            self._pairs = (
+                np.zeros((num_sets, num_sets)),  # latents shared by sets j and l
+                np.zeros((num_semantics, num_sets, num_sets)),  # mean of j over them
+            )
+        shared, pair_mean = self._pairs
+        weight = moved.astype(np.float64)  # [n, K]
+        values = np.where(moved[..., None], gains, 0.0).astype(np.float64)  # [n, K, S]
+        chunk_shared = weight.T @ weight  # [K, K]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sums = np.einsum("ijs,il->sjl", values, weight)  # [S, j, l]
+            chunk_mean = np.nan_to_num(sums / chunk_shared)
+            products = np.einsum("ijs,ils->sjl", values, values)
+            chunk_comoment = products - chunk_shared * chunk_mean * chunk_mean.transpose(0, 2, 1)
+            total = shared + chunk_shared
+            share = np.nan_to_num(chunk_shared / total)
+        delta = chunk_mean - pair_mean  # [S, j, l]
+        self.comoment += chunk_comoment + delta * delta.transpose(0, 2, 1) * shared * share
+        pair_mean += delta * share
+        shared += chunk_shared
+        self.mean = np.diagonal(pair_mean, axis1=1, axis2=2).T.copy()  # [K, S]
+        self.set_counts = np.diagonal(shared).astype(np.int64)
+        self.count += len(gains)
+        self.nonzero += (values > 0).sum(axis=0)
+        self.maximum = np.maximum(self.maximum, values.max(axis=0))
+
     def variance(self) -> np.ndarray:
-        """Sample variance (ddof=1) of each gain, [K, S]."""
-        if self.count < 2:
-            return np.full_like(self.mean, np.nan)
-        variance = np.diagonal(self.comoment, axis1=1, axis2=2).T / (self.count - 1)  # [K, S]
-        return np.maximum(variance, 0.0)
+        """Sample variance (ddof=1) of each gain, [K, S] (NaN below 2 latents)."""
+        counts = self.set_counts[:, None].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            variance = np.diagonal(self.comoment, axis1=1, axis2=2).T / (counts - 1)  # [K, S]
+        return np.where(counts >= 2, np.maximum(variance, 0.0), np.nan)
 
     def stderr(self) -> np.ndarray:
-        """Standard error of each mean gain, [K, S]."""
-        return np.sqrt(self.variance() / max(self.count, 1))
+        """Standard error of each mean gain over its own latents, [K, S]."""
+        return np.sqrt(self.variance() / np.maximum(self.set_counts[:, None], 1))
 
     def paired_stderr(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Standard error of mean(gain[a] - gain[b]) per semantic; a, b: layer-set index [S]."""
@@ -123,6 +166,11 @@ class DeltaTable:
     tie_tolerance: np.ndarray = field(default=None, repr=False)  # [S]
     ci_params: dict = field(default_factory=dict)  # resamples, seed, confidence, ...
     accumulators: tuple[GainAccumulator, ...] = field(default=(), repr=False)
+    set_counts: np.ndarray = field(default=None, repr=False)  # [M, K] latents per layer set
+    # elimination: [M, L, S] the layers it did not eliminate (its certified peak sets), and
+    # [M, S] which (boundary, semantic) pairs it certified; None for other runs
+    certified: np.ndarray | None = field(default=None, repr=False)
+    certified_by: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def count(self) -> int:
@@ -148,7 +196,7 @@ class DeltaTable:
                                 f"{self.stderr[m, k, s]:.9g}",
                                 f"{self.ci_low[m, k, s]:.9g}",
                                 f"{self.ci_high[m, k, s]:.9g}",
-                                int(self.counts[m]),
+                                int(self.set_counts[m, k]),
                                 self.methods[m, k, s],
                                 self.flags[m, k, s],
                             )
@@ -165,6 +213,12 @@ class DeltaTable:
             accumulator.count,
             self.tie_tolerance,
         )
+        if self.certified is not None:  # elimination: its survivors; uncertified: every layer
+            mask = np.where(self.certified_by[m][None], self.certified[m], True)
+            values = np.where(mask, self.delta[m, 1:], -np.inf)  # [L, S]
+            with np.errstate(invalid="ignore"):
+                top = np.max(np.nan_to_num(values, nan=-np.inf), axis=0)
+                peak = np.argmax(mask & (values >= top - self.tie_tolerance), axis=0)
         ranked = ~self.no_effect[m, 1:].all(axis=0)
         return peak, mask, ranked
 
@@ -187,12 +241,15 @@ def iter_chunk_gains(
     manipulated_array, original_array = store.array("manipulated"), store.array("original")
     active_array = store.array("active")
     scored_sets = scored_layer_sets(store.meta, manipulated_array.shape[2])[boundaries]  # [M', K]
+    eliminating = is_elimination(store)
     for index in np.flatnonzero(store.completed()):
         start, stop = store.chunk_range(int(index))
         original = original_array[start:stop]  # [n, S]
         manipulated = manipulated_array[start:stop, boundaries]  # [n, M', K, S]
         active = active_array[start:stop, boundaries].astype(bool)  # [n, M']
         scored = active[:, :, None] & scored_sets[None]  # [n, M', K]
+        if eliminating:  # each layer set stopped on its own
+            scored &= store.array("moved")[start:stop, boundaries].astype(bool)
         bad = int((~np.isfinite(original)).sum() + (~np.isfinite(manipulated[scored])).sum())
         if bad:
             raise ScoreError(
@@ -220,16 +277,30 @@ def score_ranges(store: ChunkedStore) -> np.ndarray:
 
 def sequences_for(store: ChunkedStore) -> list[ConfidenceSequence] | None:
     """Empty confidence sequences, one per boundary, when the store was made with adaptive K or
-    any semantic has a declared range (the betting lower bound lives in them); else None."""
+    any semantic has a declared range (the betting lower bound lives in them); else None.
+    Elimination stores get one sequence per layer set (`SetSequences`: unequal K)."""
     identity = store.meta["identity"]
     ranges = score_ranges(store)
     if not identity.get("target") and not np.isfinite(ranges).any():
         return None
     _, num_boundaries, num_sets, _ = store.array("manipulated").shape
-    return [
-        ConfidenceSequence(num_sets, ranges, int(identity["num_latents"]))
-        for _ in range(num_boundaries)
-    ]
+    horizon = int(identity["num_latents"])
+    if is_elimination(store):
+        return [SetSequences(num_sets, ranges, horizon) for _ in range(num_boundaries)]
+    return [ConfidenceSequence(num_sets, ranges, horizon) for _ in range(num_boundaries)]
+
+
+def is_elimination(store: ChunkedStore) -> bool:
+    """Whether the store was written with successive elimination (`moved` array, unequal K)."""
+    return bool(store.meta["identity"].get("eliminate"))
+
+
+def moved_sets(store: ChunkedStore, start: int, stop: int) -> np.ndarray | None:
+    """[n, M, K] bool: which layer sets were moved on samples [start, stop) of an elimination
+    store (None for other stores: every scored set of an active boundary was)."""
+    if not is_elimination(store):
+        return None
+    return store.array("moved")[start:stop].astype(bool)
 
 
 def accumulate(
@@ -240,9 +311,16 @@ def accumulate(
     _, num_boundaries, num_sets, num_semantics = store.array("manipulated").shape
     accumulators = [GainAccumulator(num_sets, num_semantics) for _ in range(num_boundaries)]
     sequences = sequences_for(store)
-    for _, chunk_gains, active in iter_chunk_gains(store):
+    for index, chunk_gains, active in iter_chunk_gains(store):
+        moved = moved_sets(store, *store.chunk_range(index))
         for m, accumulator in enumerate(accumulators):
             rows = chunk_gains[active[:, m], m]
+            if moved is not None:
+                sets = moved[active[:, m], m]
+                accumulator.add(rows, sets)
+                if sequences is not None:
+                    sequences[m].add(rows, sets)
+                continue
             accumulator.add(rows)
             if sequences is not None and len(rows):
                 sequences[m].commit(sequences[m].extend(rows), len(rows))
@@ -288,13 +366,21 @@ def delta_statistics(
             f"--ci {ci_method} cannot report an adaptive-K run (its stopping rule saw confidence "
             f"sequences); use --ci auto"
         )
+    eliminating = is_elimination(store)
+    if eliminating and ci_method == "bootstrap":
+        raise ScoreError(
+            "--ci bootstrap cannot report an elimination run (its layer sets have unequal K); "
+            "use --ci auto or normal"
+        )
     if sequences is None and (adaptive or np.isfinite(score_ranges(store)).any()):
         sequences = accumulate(store)[1]
     counts = np.array([a.count for a in accumulators])
+    set_counts = np.stack([a.set_counts for a in accumulators])  # [M, K]
     if counts.max(initial=0) == 0:
         raise ScoreError(f"{store.path} has no completed chunks; run `rescore rescore` first")
     ranges = score_ranges(store)  # [S]
     delta = np.stack([a.mean for a in accumulators])  # [M, K, S]
+    delta = np.where(set_counts[:, :, None] > 0, delta, np.nan)  # never-moved sets: no Delta
     stderr = np.stack([a.stderr() for a in accumulators])
     nonzero = np.stack([a.nonzero for a in accumulators])
     maximum = np.stack([a.maximum for a in accumulators])
@@ -313,7 +399,7 @@ def delta_statistics(
         if ci_method == "auto" and sequences is not None:
             variance = np.stack([a.variance() for a in accumulators])
             width = np.nan_to_num(ranges, nan=1.0)
-            _, b_high = bernstein_interval(delta, variance, counts[:, None, None], width)
+            _, b_high = bernstein_interval(delta, variance, set_counts[:, :, None], width)
             b_low = np.stack([q.lower_bound() for q in sequences])  # betting, range-free
             low, high = np.where(bounded, b_low, low), np.where(bounded, b_high, high)
             methods = np.where(bounded, "bernstein", "normal")
@@ -346,6 +432,42 @@ def delta_statistics(
         tie_tolerance=tolerance,
         ci_params=params,
         accumulators=tuple(accumulators),
+        set_counts=set_counts,
+        **(_certified(store) if eliminating else {}),
+    )
+
+
+def _certified(store: ChunkedStore) -> dict[str, np.ndarray]:
+    """The peak sets an elimination run certified, replayed from its stored gains."""
+    eliminator = eliminator_for(store)
+    eliminator.replay((g, a) for _, g, a in iter_chunk_gains(store))
+    _, num_boundaries, num_sets, num_semantics = store.array("manipulated").shape
+    certified = np.ones((num_boundaries, num_sets - 1, num_semantics), bool)
+    certified_by = np.zeros((num_boundaries, num_semantics), bool)
+    for m, columns in enumerate(eliminator.columns):
+        certified[m][:, columns] = eliminator.survivors(m)
+        certified_by[m, columns] = True
+    return {"certified": certified, "certified_by": certified_by}
+
+
+def eliminator_for(store: ChunkedStore) -> Eliminator:
+    """An empty `Eliminator` for an elimination store, as its run set it up."""
+    meta, identity = store.meta, store.meta["identity"]
+    recorded = identity["eliminate"]
+    spec = EliminationSpec(
+        tuple(recorded["semantics"]), float(recorded["tie"]), bool(recorded.get("paired"))
+    )
+    num_sets = store.array("manipulated").shape[2]
+    scored = scored_layer_sets(meta, num_sets)
+    columns = interest_columns(meta["boundary_names"], meta["semantic_names"], spec)
+    return Eliminator(
+        columns,
+        scored[:, 1:].any(axis=1),
+        num_sets,
+        score_ranges(store),
+        int(identity["num_latents"]),
+        spec.tie,
+        spec.paired,
     )
 
 

@@ -163,6 +163,27 @@ ROWS = [
     Row("distance-inf", [*RESCORE, "--distance", "inf"], "--distance must be a finite"),
     Row("k-1", [*RESCORE, "-n", "1"], "K >= 2"),
     Row("max-k-1", [*RESCORE, "--target-ci", "0.1", "--max-k", "1"], "K >= 2"),
+    Row(
+        "eliminate-with-target-ci",
+        [*RESCORE, "--eliminate", "--target-ci", "0.1"],
+        "--eliminate cannot be combined with --target-ci",
+    ),
+    Row(
+        "eliminate-unknown-semantic",
+        [*RESCORE, "--eliminate", "--eliminate-semantic", "nope"],
+        "is not a scored semantic",
+    ),
+    Row(
+        "eliminate-tie-negative",
+        [*RESCORE, "--eliminate", "--eliminate-tie", "-1"],
+        "--eliminate-tie must be >= 0",
+    ),
+    Row("eliminate-tie-alone", [*RESCORE, "--eliminate-tie", "0.1"], "need --eliminate"),
+    Row(
+        "eliminate-paired-tie",
+        [*RESCORE, "--eliminate", "--eliminate-paired", "--eliminate-tie", "0.1"],
+        "--eliminate-tie needs the per-layer sequences",
+    ),
     Row("psi-nan", [*SAMPLE, *TOY, "--truncation-psi", "nan"], "--truncation-psi must be"),
     Row("run-k-1", ["run", "-o", "{tmp}/new", *TOY, "--rescore-num", "1"], "K >= 2"),
     Row("executor-unknown", [*SAMPLE, *TOY, *CPU, "--executor", "slurm"], "use local or ray"),

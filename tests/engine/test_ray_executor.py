@@ -131,3 +131,26 @@ def test_rescore_on_two_ray_workers_equals_one_process(tmp_path, local_ray, adap
     if adaptive:  # the run really stopped early, at the same K, for a boundary
         assert finished["reason"] == "target_met" and min(finished["k"].values()) < 400
     assert open_rescore(runs["ray"].rescore_store).meta["session"]["executor"] == "ray"
+
+
+def test_rescore_with_elimination_on_two_ray_workers_equals_one_process(tmp_path, local_ray):
+    """`--eliminate`: the driver's per-latent decisions travel in the mask; same store."""
+    from rescore.engine.elimination import EliminationSpec
+
+    spec = _spec("toy_models:build_bounded_toy_predictor")
+    config = RescoreConfig(num_latents=200, chunk_size=8, batch_size=4)
+    config = RescoreConfig(**{**config.__dict__, "eliminate": EliminationSpec()})
+    runs = {}
+    for name, executor in (("one", ExecutorSpec()), ("ray", ExecutorSpec("ray", workers=2))):
+        run = RunDirectory(tmp_path / name)
+        sample_step(run, spec, BACKEND, CONFIG, progress=False)
+        fit_step(run, FitConfig(chosen_num=10, semantics=("red", "green")), progress=False)
+        rescore_step(run, BACKEND, config, spec=spec, executor=executor, progress=False)
+        runs[name] = run
+    one, distributed = (_rescore_arrays(runs[n].rescore_store) for n in ("one", "ray"))
+    assert distributed == one
+    assert runs["ray"].table.read_text() == runs["one"].table.read_text()
+    finished = open_rescore(runs["ray"].rescore_store).meta["finished"]
+    assert finished == open_rescore(runs["one"].rescore_store).meta["finished"]
+    counts = [b["k_per_layer_set"] for b in finished["elimination"]["boundaries"].values()]
+    assert min(min(c.values()) for c in counts) < 200  # a layer really was eliminated
