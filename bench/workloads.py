@@ -56,8 +56,17 @@ def synthetic_scene(resolution: int = 64, images: int = 64) -> Workload:
 def flops_per_image(scoring_pass: ScoringPass, codes: torch.Tensor) -> float:
     """FLOPs of one image through the fused pass, counted by torch (2 per multiply-add)."""
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        scoring_pass(codes[:1])
+    # the counter's module tracker hooks tensors that require grad; a view of a parameter made
+    # under no_grad (StyleGAN2's constant input) has no grad function and breaks it
+    trainable = [p for p in scoring_pass.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        with counter, torch.no_grad():
+            scoring_pass(codes[:1])
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
     return float(counter.get_total_flops())
 
 
