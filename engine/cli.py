@@ -715,7 +715,7 @@ def export_command(
 
     Example:  rescore export -o onnx/bedroom --generator stylegan=w/g.pth -p places365=w/places365
     """
-    from rescore.export.onnx import PARTS, ExportSettings, export_onnx
+    from rescore.export.onnx import ExportSettings, export_onnx
     from rescore.models.registry import build_generator, build_predictor
 
     from .atomic import clean_leftovers
@@ -727,7 +727,7 @@ def export_command(
         [build_predictor(ref) for ref in spec.predictors],
         out,
         settings=ExportSettings(opset=opset),
-        parts=tuple(part) or PARTS,
+        parts=tuple(part) or None,
         sources=spec.identity(),
     )
     for name, graph in result.graphs.items():

@@ -1,6 +1,10 @@
 """`rescore export` on every generator family: the command writes its graphs, and the exported
 mapping and fused generate-and-score pass equal torch eager within 1e-4 (norm-wise relative).
 
+Every part is exported for one family (the parts besides mapping and fused do not depend on the
+family: each family's synthesis graph is checked against torch in tests/models); the others
+export the mapping and the fused pass only, which keeps the suite fast.
+
 Each family is a tiny seeded checkpoint in its published layout, built here: genforce `.pth`
 (StyleGAN at the published widths, 8 px; StyleGAN2, PGGAN at small widths), NVlabs network
 pickles (the stylegan2-ada fixture pickle; a StyleGAN3 config R pickle written in NVlabs'
@@ -31,7 +35,9 @@ ort = pytest.importorskip("onnxruntime")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))  # nvlabs_builder
 import nvlabs_builder  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parents[1] / "data" / "fixtures"
+DATA = Path(__file__).resolve().parents[1] / "data"
+NVLABS_ADA_PKL = DATA / "fixtures" / "stylegan2" / "nvlabs_ada_skip32.pkl"
+ALL_PARTS = "pggan_pth"  # the family whose export writes every part
 TINY_BIGGAN = BigGANConfig(
     output_dim=32, z_dim=8, class_embed_dim=8, channel_width=4, num_classes=5,
     layers=((False, 16, 16), (True, 16, 8), (False, 8, 4), (True, 4, 2), (True, 2, 1)),
@@ -59,7 +65,7 @@ FAMILIES: dict[str, tuple[str, Callable[[Path], Path], int | None]] = {
         ),
         None,
     ),
-    "stylegan2_pkl": ("stylegan2", lambda d: FIXTURES / "stylegan2" / "nvlabs_ada_skip32.pkl", None),
+    "stylegan2_pkl": ("stylegan2", lambda d: NVLABS_ADA_PKL, None),
     "stylegan3_pkl": ("stylegan3", lambda d: _stylegan3_pickle(d / "sg3.pkl"), None),
     "pggan_pth": (
         "pggan",
@@ -77,9 +83,14 @@ def test_export_writes_every_graph_and_the_fused_pass_matches_torch(family, tmp_
     out = tmp_path / "onnx"
     args = ["export", "-o", str(out), "--generator", f"{name}={path}", "-p", "color"]
     args += [] if class_index is None else ["--class-index", str(class_index)]
+    parts = ["mapping", "synthesis", "predictor_0", "fused"]
+    if family != ALL_PARTS:
+        parts = ["mapping", "fused"]
+        args += ["--part", "mapping", "--part", "fused"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    for part in ("mapping", "synthesis", "predictor_0", "fused"):
+    assert sorted(p.stem for p in out.glob("*.onnx")) == sorted(parts)
+    for part in parts:
         assert (out / f"{part}.onnx").is_file() and (out / f"{part}.json").is_file(), part
         assert str(out / f"{part}.onnx") in result.output
 
@@ -94,7 +105,8 @@ def test_export_writes_every_graph_and_the_fused_pass_matches_torch(family, tmp_
         expected_w = w.numpy()
         expected = predictor(generator.synthesize(wp)).numpy()  # [3, S]
     for part, inputs, reference in (("mapping", z, expected_w), ("fused", wp, expected)):
-        session = ort.InferenceSession(str(out / f"{part}.onnx"), providers=["CPUExecutionProvider"])
+        graph = str(out / f"{part}.onnx")
+        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
         (actual,) = session.run(None, {session.get_inputs()[0].name: inputs.numpy()})
         assert actual.shape == reference.shape, part
         assert relative_error(actual, reference) < PARITY_RTOL, part
