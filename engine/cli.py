@@ -699,7 +699,10 @@ def export_command(
     predictor: Predictors,
     part: Annotated[
         list[str],
-        typer.Option(help="mapping, synthesis, predictors, fused (repeatable; default all)."),
+        typer.Option(
+            help="mapping, synthesis, predictors, fused (repeatable; default all). Predictors "
+            "that read generator features (lineargan) are exported only inside fused."
+        ),
     ] = [],
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
     truncation_psi: TruncationPsi = None,
