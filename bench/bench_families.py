@@ -116,7 +116,7 @@ def main() -> None:
                     session = open_session(generator, predictors, spec)
                     opened = time.perf_counter() - begin
                     rate, _ = images_per_second(session, load.wp, batch)
-                    rates.append(f"{rate:.2f} ({session.info.backend}; open {opened:.0f} s)")
+                    rates.append(f"{rate:.3g} ({session.info.backend}; open {opened:.0f} s)")
                 print(
                     f"| {family} | {load.flops / 1e9:.1f} | {label} | " + " | ".join(rates) + " |",
                     flush=True,
