@@ -3,6 +3,7 @@
 stylegan_places(directory, resolution)   StyleGAN + Places365, random weights written and read
                                          back in the published file formats
 synthetic_scene(resolution)              the synthetic scene model and its pixel predictor
+workload(label, generator, predictors)   any models: seeded truncated codes and FLOPs per image
 flops_per_image(pass, codes)             counted by torch.utils.flop_counter (2 per FMA)
 images_per_second(session, wp, batch)    warm-up, then one timed pass over wp
 """
@@ -43,20 +44,29 @@ def stylegan_places(directory: Path, resolution: int = 256, images: int = 8) -> 
         save_random_stylegan(Path(directory) / "g.pth", resolution=resolution)
     )
     predictor = load_places365(write_random_places365(Path(directory) / "places365"))
-    return _workload(f"StyleGAN-{resolution} + Places365", generator, [predictor], images)
+    return workload(f"StyleGAN-{resolution} + Places365", generator, [predictor], images)
 
 
 def synthetic_scene(resolution: int = 64, images: int = 64) -> Workload:
     """The synthetic scene generator and its pixel predictor (weightless measurements)."""
     generator = build_synthetic(resolution=resolution)
-    return _workload(f"synthetic {resolution}px", generator, [build_synthetic_predictor()], images)
+    return workload(f"synthetic {resolution}px", generator, [build_synthetic_predictor()], images)
 
 
 def flops_per_image(scoring_pass: ScoringPass, codes: torch.Tensor) -> float:
     """FLOPs of one image through the fused pass, counted by torch (2 per multiply-add)."""
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        scoring_pass(codes[:1])
+    # the counter's module tracker hooks tensors that require grad; a view of a parameter made
+    # under no_grad (StyleGAN2's constant input) has no grad function and breaks it
+    trainable = [p for p in scoring_pass.parameters() if p.requires_grad]
+    for parameter in trainable:
+        parameter.requires_grad_(False)
+    try:
+        with counter, torch.no_grad():
+            scoring_pass(codes[:1])
+    finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
     return float(counter.get_total_flops())
 
 
@@ -74,7 +84,8 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
-def _workload(label: str, generator, predictors, images: int) -> Workload:
+def workload(label: str, generator, predictors, images: int) -> Workload:
+    """`images` seeded truncated codes of `generator`, and the FLOPs of one image in the pass."""
     reference = TorchSession(generator, predictors, "cpu")
     geometry = reference.geometry
     z = latent_block(0, Stream.SAMPLE, 0, images, geometry.z_dim)

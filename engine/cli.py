@@ -811,7 +811,10 @@ def export_command(
     predictor: Predictors,
     part: Annotated[
         list[str],
-        typer.Option(help="mapping, synthesis, predictors, fused (repeatable; default all)."),
+        typer.Option(
+            help="mapping, synthesis, predictors, fused (repeatable; default all). Predictors "
+            "that read generator features (lineargan) are exported only inside fused."
+        ),
     ] = [],
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
     truncation_psi: TruncationPsi = None,
@@ -827,7 +830,7 @@ def export_command(
 
     Example:  rescore export -o onnx/bedroom --generator stylegan=w/g.pth -p places365=w/places365
     """
-    from rescore.export.onnx import PARTS, ExportSettings, export_onnx
+    from rescore.export.onnx import ExportSettings, export_onnx
     from rescore.models.registry import build_generator, build_predictor
 
     from .atomic import clean_leftovers
@@ -839,7 +842,7 @@ def export_command(
         [build_predictor(ref) for ref in spec.predictors],
         out,
         settings=ExportSettings(opset=opset),
-        parts=tuple(part) or PARTS,
+        parts=tuple(part) or None,
         sources=spec.identity(),
     )
     for name, graph in result.graphs.items():

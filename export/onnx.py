@@ -53,6 +53,8 @@ PARTS = ("mapping", "synthesis", "predictors", "fused")
 FLOAT32_MODULES: tuple[type[nn.Module], ...] = (PilBilinearResize,)
 _LARGE_WEIGHTS = 2 * 1024**3  # protobuf's limit: beyond it weights must be external data
 
+log = logging.getLogger(__name__)
+
 
 class ExportError(RescoreError):
     """A model could not be exported or an exported file does not fit its use."""
@@ -233,6 +235,19 @@ def export_part(
             )
         ]
     if part == "predictors":
+        readers = feature_readers(predictors)
+        if len(readers) == len(predictors):
+            raise ExportError(
+                f"predictor(s) {', '.join(readers.values())} read generator features, not images, "
+                f"so they cannot be exported alone; export them inside the fused pass "
+                f"(--part fused)"
+            )
+        for description in readers.values():
+            log.warning(
+                "predictor %s reads generator features: exported only inside the fused pass "
+                "(fused.onnx)",
+                description,
+            )
         with torch.no_grad():
             images = generator.synthesize(example)  # [2, 3, H, W]: realistic example inputs
         return [
@@ -246,6 +261,7 @@ def export_part(
                 meta={**common, "semantic_names": list(predictor.semantic_names)},
             )
             for index, predictor in enumerate(predictors)
+            if index not in readers
         ]
     if part == "fused":
         scoring_pass = ScoringPass(generator, predictors)
@@ -263,21 +279,43 @@ def export_part(
     raise ExportError(f"unknown export part '{part}'; choose from {', '.join(PARTS)}")
 
 
+def feature_readers(predictors: Sequence[Predictor]) -> dict[int, str]:
+    """Index -> description of the predictors that read generator features (`reads_features`,
+    LinearGAN): they run only inside the fused pass, which hands them the features."""
+    return {
+        index: f"{index} ({type(predictor).__name__})"
+        for index, predictor in enumerate(predictors)
+        if getattr(predictor, "reads_features", None)
+    }
+
+
 def export_onnx(
     generator: Generator,
     predictors: Sequence[Predictor],
     out_dir: Path | str,
     *,
     settings: ExportSettings = ExportSettings(),
-    parts: Sequence[str] = PARTS,
+    parts: Sequence[str] | None = None,
     sources: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export the mapping, synthesis, each predictor and the fused pass to `out_dir`.
 
-    `sources` (e.g. `ModelSpec.identity()`: names and checkpoint SHA-256s) is recorded in every
-    sidecar beside the digest of the weights themselves. Returns the files written, by part name
-    (``mapping``, ``synthesis``, ``predictor_0``, ..., ``fused``).
+    `parts` None: every part that applies (``predictors`` is left out, saying so, when every
+    predictor reads generator features). `sources` (e.g. `ModelSpec.identity()`: names and
+    checkpoint SHA-256s) is recorded in every sidecar beside the digest of the weights themselves.
+    Returns the files written, by part name (``mapping``, ``synthesis``, ``predictor_0``, ...,
+    ``fused``).
     """
+    if parts is None:
+        parts = PARTS
+        readers = feature_readers(predictors)
+        if len(readers) == len(predictors):
+            parts = tuple(p for p in PARTS if p != "predictors")
+            log.warning(
+                "predictor(s) %s read generator features: exported only inside the fused pass "
+                "(fused.onnx)",
+                ", ".join(readers.values()),
+            )
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ExportError(f"unknown export part(s) {', '.join(unknown)}; choose from {PARTS}")

@@ -32,7 +32,7 @@ import torch
 
 from rescore.models.errors import BackendUnavailableError
 
-from .cache import CorruptCacheError, EngineCache, EngineKey
+from .cache import EngineCache, EngineKey
 from .graphs import GraphFiles
 from .onnx import ExportedGraph, ExportError
 from .session import LatentGeometry, SessionInfo, _check_shape, quantize_images
@@ -187,6 +187,10 @@ def check_precision(precision: str, device: torch.device) -> None:
             )
 
 
+class EngineDeserializeError(BackendUnavailableError):
+    """TensorRT returned no engine for a serialized plan (corrupt, or from another TensorRT)."""
+
+
 class EngineRunner:
     """One deserialized engine with one input and one output, on device tensors."""
 
@@ -204,10 +208,12 @@ class EngineRunner:
             self.runtime = trt.Runtime(_logger())  # must outlive the engine
             self.engine = self.runtime.deserialize_cuda_engine(blob)
             if self.engine is None:
-                where = f"the cached engine {source}" if source else "the engine"
-                raise CorruptCacheError(
-                    f"TensorRT cannot deserialize {where} for {graph.path.name} (corrupt, or "
-                    f"built by another TensorRT); delete it and its .json record to rebuild it"
+                where = f"the engine {source}" if source else "the engine"
+                raise EngineDeserializeError(
+                    f"TensorRT {getattr(trt, '__version__', '?')} cannot deserialize {where} "
+                    f"for {graph.path.name}; install the tensorrt build "
+                    f"that matches this GPU's driver (pip install rescore[gpu]), or use "
+                    f"--backend onnxruntime"
                 )
             self.context = self.engine.create_execution_context()
         self.device = device
@@ -293,13 +299,32 @@ class TensorRTSession:
         return torch.from_numpy(np.ascontiguousarray(array, np.float32)).to(self.device)
 
     def _runner(self, graph: ExportedGraph, precision: str) -> EngineRunner:
+        """The engine for `graph` from the cache, built on a miss. A cached engine TensorRT cannot
+        deserialize (corrupt though it matches its record, or from another TensorRT build) is
+        stale: it is rebuilt and replaced, saying so; a fresh one that fails is an error."""
         profile = batch_profile(self.max_batch)
         key = engine_key(graph, precision, profile, self.device)
-        blob = self.cache.get_or_build(
-            key,
-            lambda: build_engine(graph, precision=precision, profile=profile, device=self.device),
-        )
+        built: list[bool] = []
+
+        def build() -> bytes:
+            built.append(True)
+            return build_engine(graph, precision=precision, profile=profile, device=self.device)
+
+        blob = self.cache.get_or_build(key, build)
         source = self.cache.paths(key)[0]
+        try:
+            return EngineRunner(blob, graph, self.device, self.max_batch, source=source)
+        except EngineDeserializeError:
+            if built:
+                raise
+        log.warning(
+            "TensorRT cannot deserialize the cached engine %s for %s (corrupt, or built by "
+            "another TensorRT); rebuilding it",
+            source.name,
+            graph.path.name,
+        )
+        blob = build()
+        self.cache.store(key, blob)
         return EngineRunner(blob, graph, self.device, self.max_batch, source=source)
 
 

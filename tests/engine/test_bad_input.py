@@ -104,6 +104,14 @@ def _edit_sidecar(name: str, edit: Callable[[dict], None]) -> Callable:
     return setup
 
 
+def _lse_file(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LinearGAN predictor (reads generator features) fitted on the synthetic generator."""
+    from rescore.models.lineargan import fit_lse_file
+    from rescore.models.registry import ModelRef, build_generator
+
+    fit_lse_file(build_generator(ModelRef("synthetic")), tmp / "lse.npz", layers=[0], num_images=2)
+
+
 def _swap_graph(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     onnx = tmp / "onnx"
     for suffix in (".onnx", ".json"):
@@ -360,6 +368,13 @@ ROWS = [
         ["fit", "-o", "{tmp}/run", "-s", "green", "--chosen-num", "10", "-q"],
         "no space left",
         _deny("os.replace", errno.ENOSPC),
+    ),
+    Row(
+        "export-feature-reader-alone",
+        ["export", "-o", "{tmp}/new", "--generator", "synthetic", "-p", "lineargan={tmp}/lse.npz"]
+        + ["--part", "predictors"],
+        "cannot be exported alone; export them inside the fused pass",
+        _lse_file,
     ),
     # ONNX files from `rescore export` that do not fit
     Row(

@@ -20,7 +20,7 @@ from rescore.engine.rescore import RescoreConfig, rescore_boundaries
 from rescore.engine.stats import gains
 from rescore.export import tensorrt as trt_backend
 from rescore.export.backends import BackendSpec, open_session
-from rescore.export.cache import CorruptCacheError, EngineCache
+from rescore.export.cache import EngineCache
 from rescore.export.onnx import ExportError
 from rescore.export.session import TorchSession
 from rescore.export.tensorrt import (
@@ -145,7 +145,18 @@ class _FakeTensorRT(types.ModuleType):
             def get_error(self, index):
                 return "unsupported node Foo"
 
-        self.Builder, self.OnnxParser = Builder, Parser
+        class Engine:
+            def create_execution_context(self):
+                return object()
+
+        class Runtime:
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, plan):
+                return None if plan == b"stale" else Engine()  # b"stale": TensorRT refuses it
+
+        self.Builder, self.OnnxParser, self.Runtime = Builder, Parser, Runtime
         self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None})
 
 
@@ -250,6 +261,46 @@ def test_session_builds_fused_at_its_precision_and_mapping_fp32_then_reuses_the_
     assert len(builds) == 2 and runners[2:] == runners[:2]  # loaded from the engine cache
 
 
+def test_a_cached_engine_tensorrt_cannot_deserialize_is_rebuilt_saying_so(
+    synthetic, synthetic_export, tmp_path, monkeypatch, fake_gpu, caplog
+):
+    generator, predictor = synthetic
+    monkeypatch.setitem(sys.modules, "tensorrt", _FakeTensorRT(_Network([])))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    trt_backend._logger.cache_clear()
+    builds, plan = [], {"bytes": b"plan"}
+
+    def build(graph, *, precision, profile, device):
+        builds.append(graph.path.stem)
+        return plan["bytes"]
+
+    monkeypatch.setattr(trt_backend, "build_engine", build)
+    spec = BackendSpec(
+        "tensorrt", "cuda:0", onnx_dir=synthetic_export.directory, cache_dir=tmp_path, max_batch=8
+    )
+    open_session(generator, [predictor], spec)
+    assert builds == ["fused", "mapping"]
+    for engine in sorted((tmp_path / "engines").glob("*.engine")):  # matches its record, stale
+        engine.write_bytes(b"stale")
+        record = engine.with_suffix(".json")
+        meta = json.loads(record.read_text())
+        meta["engine_sha256"] = hashlib.sha256(b"stale").hexdigest()
+        record.write_text(json.dumps(meta))
+    with caplog.at_level("WARNING"):
+        open_session(generator, [predictor], spec)
+    assert builds == ["fused", "mapping"] * 2
+    assert caplog.text.count("cannot deserialize the cached engine") == 2
+    assert "rebuilding it" in caplog.text
+    open_session(generator, [predictor], spec)  # the rebuilt engines replaced the stale ones
+    assert len(builds) == 4
+
+    plan["bytes"] = b"stale"  # a TensorRT that cannot load even what it just built: one error
+    with pytest.raises(BackendUnavailableError, match=r"cannot deserialize .*; install the"):
+        open_session(generator, [predictor], dataclasses.replace(spec, cache_dir=tmp_path / "b"))
+    assert builds[4:] == ["fused"]
+    trt_backend._logger.cache_clear()
+
+
 # --- on a CUDA GPU with TensorRT ---------------------------------------------------------------
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -300,7 +351,7 @@ def test_stylegan256_places365_fp32_engine_matches_torch(tmp_path):
 
 @pytest.mark.gpu
 @cuda_only
-def test_engines_are_cached_and_a_corrupt_engine_is_an_error(synthetic, tmp_path, monkeypatch):
+def test_engines_are_cached_and_a_corrupt_engine_is_rebuilt(synthetic, tmp_path, monkeypatch):
     _skip_without_tensorrt()
     generator, predictor = synthetic
     spec = BackendSpec("tensorrt", "cuda", cache_dir=tmp_path, max_batch=4)
@@ -321,8 +372,8 @@ def test_engines_are_cached_and_a_corrupt_engine_is_an_error(synthetic, tmp_path
         meta = json.loads(record.read_text())
         meta["engine_sha256"] = hashlib.sha256(b"\0" * 64).hexdigest()
         record.write_text(json.dumps(meta))
-    with pytest.raises(CorruptCacheError, match="delete it and its .json record"):
-        open_session(generator, [predictor], spec)
+    open_session(generator, [predictor], spec)  # TensorRT refuses them: rebuilt, not an error
+    assert builds == ["fp32"] * 4
     assert EngineCache(tmp_path).directory == tmp_path / "engines"
 
 

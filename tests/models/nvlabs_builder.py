@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import pickle
+import re
 import sys
 import types
 from collections import OrderedDict
@@ -169,9 +170,15 @@ def seeded_state(shapes: dict[str, tuple], seed: int) -> tuple[dict, torch.Gener
 
 
 def _class_of(path: str) -> str:
+    """NVlabs' class name of the module at `path` (networks.py / networks_stylegan2.py, and
+    networks_stylegan3.py: `synthesis.input` and `synthesis.L<i>_<size>_<channels>`)."""
     last = path.rsplit(".", 1)[-1]
     if path in ("mapping", "synthesis"):
         return {"mapping": "MappingNetwork", "synthesis": "SynthesisNetwork"}[path]
+    if path == "synthesis.input":
+        return "SynthesisInput"
+    if re.fullmatch(r"synthesis\.L\d+_\d+_\d+", path):
+        return "SynthesisLayer"
     if last.startswith("b") and last[1:].isdigit():
         return "SynthesisBlock"
     return {

@@ -146,3 +146,42 @@ def test_stylegan_features_and_layer_code_weights():
     assert weights[3].shape == (2 * 16, 16)
     with pytest.raises(ShapeMismatchError, match="outside"):
         model.features(wp, [model.num_layers])
+
+
+def test_export_keeps_feature_readers_inside_the_fused_pass(tmp_path, monkeypatch, caplog):
+    """`rescore export`: a predictor that reads features has no graph of its own; the fused pass
+    holds it (and matches torch); asked for alone it is a one-line error (tests/engine rows)."""
+    ort = pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from rescore.engine.cli import app
+    from rescore.export import onnx as onnx_export
+    from rescore.models.registry import build_generator
+
+    generator = build_generator(ModelRef("synthetic"))
+    lse = fit_lse_file(generator, tmp_path / "lse.npz", layers=[0, 4], num_images=2)
+    out = tmp_path / "onnx"
+    models = ["--generator", "synthetic", "-p", f"lineargan={lse}", "-p", "color"]
+    parts = ["--part", "predictors", "--part", "fused"]
+    result = CliRunner().invoke(app, ["export", "-o", str(out), *models, *parts])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.stem for p in out.glob("*.onnx")) == ["fused", "predictor_1"]
+    assert "predictor 0 (LinearSemanticPredictor) reads generator features" in caplog.text
+    predictors = [build_predictor(ModelRef("lineargan", lse)), build_predictor(ModelRef("color"))]
+    wp = _wp(generator, 3, seed=2)
+    with torch.no_grad():
+        expected = ScoringPass(generator, predictors)(wp).numpy()
+    session = ort.InferenceSession(str(out / "fused.onnx"), providers=["CPUExecutionProvider"])
+    (actual,) = session.run(None, {"wp": wp.numpy()})
+    assert np.abs(actual - expected).max() / np.abs(expected).max() < 1e-4
+
+    # default parts, every predictor reading features: the predictors part is left out, saying so
+    exported = []
+
+    def record(part, *args, **kwargs):
+        exported.append(part)
+        return []
+
+    monkeypatch.setattr(onnx_export, "export_part", record)
+    onnx_export.export_onnx(generator, predictors[:1], tmp_path / "all")
+    assert exported == ["mapping", "synthesis", "fused"]

@@ -11,11 +11,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import nvlabs_builder
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typer.testing import CliRunner
 
+from rescore.engine.cli import app
 from rescore.models.base import Generator, truncate
 from rescore.models.errors import CheckpointError, RescoreError, ShapeMismatchError
 from rescore.models.registry import GeneratorOptions, ModelRef, build_generator
@@ -238,24 +241,49 @@ def test_registry_asks_for_the_pickle() -> None:
         build_generator(ModelRef.parse("stylegan3"))
 
 
+def _network_pickle(reference: dict, path: Path) -> Path:
+    """The fixture's weights as an NVlabs stylegan3 network pickle (G_ema), written by the
+    test-side writer in NVlabs' persistence layout (class names of networks_stylegan3.py)."""
+    record = nvlabs_builder.generator_record(reference["state_dict"], reference["init_kwargs"])
+    synthesis = record.meta["state"]["_modules"]["synthesis"]
+    assert synthesis.meta["state"]["_modules"]["input"].meta["class_name"] == "SynthesisInput"
+    path.write_bytes(nvlabs_builder.dumps({"G": record, "D": None, "G_ema": record}))
+    return path
+
+
 def test_nvlabs_stylegan3_pickles_build_through_the_registry(tmp_path: Path) -> None:
-    """Needs the NVlabs pickle reader and its test-side writer (nvlabs_builder), when present."""
-    pytest.importorskip("rescore.models.nvlabs_pickle")
-    builder = pytest.importorskip("nvlabs_builder")
     for name in ("stylegan3_t", "stylegan3_r"):
         reference = _fixture(name)
-        record = builder.generator_record(reference["state_dict"], reference["init_kwargs"])
-        synthesis = record.meta["state"]["_modules"]["synthesis"]
-        for child, node in synthesis.meta["state"]["_modules"].items():  # NVlabs' class names
-            node.meta["class_name"] = "SynthesisInput" if child == "input" else "SynthesisLayer"
-        path = tmp_path / f"{name}.pkl"
-        path.write_bytes(builder.dumps({"G": record, "D": None, "G_ema": record}))
+        path = _network_pickle(reference, tmp_path / f"{name}.pkl")
         options = GeneratorOptions(class_index=reference["class_index"])
         model = build_generator(ModelRef("stylegan3", path), options)
         assert isinstance(model, StyleGAN3Generator)
         with torch.no_grad():
             images = model.synthesize(torch.from_numpy(reference["ws"]))
         assert _relative_error(images.numpy(), reference["images"]) < PARITY_RTOL
+
+
+@pytest.mark.parametrize("name", ["stylegan3_t", "stylegan3_r"])
+def test_rescore_run_end_to_end_on_a_network_pickle(name: str, tmp_path: Path) -> None:
+    """`rescore run` with tiny N/K on a config T / config R `.pkl` (R is conditional: class 1).
+    On torch eager: the exported pass of each family is bound to it in tests/export."""
+    reference = _fixture(name)
+    path = _network_pickle(reference, tmp_path / "network-snapshot-000000.pkl")
+    out = tmp_path / "run"
+    args = ["run", "-o", str(out), "--generator", f"stylegan3={path}", "-p", "color", "-q"]
+    args += ["-n", "16", "--rescore-num", "2", "--chosen-num", "4", "--batch-size", "8"]
+    args += ["-s", "brightness", "--backend", "torch", "--device", "cpu"]
+    if reference["class_index"] is not None:
+        missing = CliRunner().invoke(app, args)
+        assert missing.exit_code == 2 and "--class-index" in missing.stderr
+        args += ["--class-index", str(reference["class_index"])]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    entry = summary["boundaries"]["brightness"]
+    assert summary["layer_wise"] is True
+    assert len(entry["layer_delta"]) == len(reference["ws"][0])  # one row per ws entry
+    assert np.isfinite(entry["delta_all_layers"])
 
 
 # ----------------------------------------------------------------------------------------------
