@@ -29,6 +29,7 @@ from torch import nn
 
 from .base import truncate
 from .errors import RescoreError, ShapeMismatchError
+from .stages import Stage, State, run_stages
 from .synthetic_render import (
     BOX_ASPECT,
     BOX_VALUE,
@@ -196,9 +197,34 @@ class SyntheticSceneGenerator(nn.Module):
     def factor_codes(self, wp: torch.Tensor) -> torch.Tensor:
         """Ground-truth factor codes t_f (before squashing): wp [B, L, D] -> [B, F]."""
         self._check_wp(wp)
-        styles = (wp - self.w_avg) @ self.style_weight().T  # [B, L, C]
-        mixed = torch.einsum("blc,lcf->bf", styles, self.style_read_out)  # [B, F]
+        mixed = wp.new_zeros(wp.shape[0], len(self.factor_names))  # [B, F]
+        for layer in range(self.num_layers):
+            mixed = self._read_layer(mixed, wp, layer)
         return mixed / self.factor_scale
+
+    def _read_layer(self, mixed: torch.Tensor, wp: torch.Tensor, layer: int) -> torch.Tensor:
+        """Add layer l's style read-out to the factor sums mixed [B, F] (layer by layer, so the
+        sums before layer l can be reused when only later codes move)."""
+        styles = (wp[:, layer] - self.w_avg) @ self.style_weight().T  # [B, C]
+        return mixed + styles @ self.style_read_out[layer]  # [B, F]
+
+    def synthesis_stages(self) -> list[Stage]:
+        """`synthesize` as stages (`rescore.models.stages`): one per layer, each adding its read-out
+        to the factor sums (the state [B, F]), then the renderer."""
+
+        def first(state: State, wp: torch.Tensor) -> State:
+            return (self._read_layer(wp.new_zeros(wp.shape[0], len(self.factor_names)), wp, 0),)
+
+        def render(state: State, wp: torch.Tensor) -> State:
+            values = self._squash(state[0] / self.factor_scale)  # [B, F]
+            return (render_scene(values, self.speck_pattern, self.edge_softness),)
+
+        stages = [Stage((0,), first)]
+        stages += [
+            Stage((layer,), lambda s, wp, layer=layer: (self._read_layer(s[0], wp, layer),))
+            for layer in range(1, self.num_layers)
+        ]
+        return [*stages, Stage((), render)]
 
     def style_weight(self) -> torch.Tensor:
         """The style channels' weight rows [C, D]: channel c reads its factor's direction."""
@@ -212,12 +238,16 @@ class SyntheticSceneGenerator(nn.Module):
 
     def factor_values(self, wp: torch.Tensor) -> torch.Tensor:
         """Ground-truth factor values in their physical units (`FACTORS` ranges): [B, F]."""
-        squashed = torch.sigmoid(self.factor_codes(wp))  # [B, F]
-        return self.factor_low + (self.factor_high - self.factor_low) * squashed
+        return self._squash(self.factor_codes(wp))
+
+    def _squash(self, codes: torch.Tensor) -> torch.Tensor:
+        """Factor codes [B, F] -> values in their physical units [B, F]."""
+        return self.factor_low + (self.factor_high - self.factor_low) * torch.sigmoid(codes)
 
     def synthesize(self, wp: torch.Tensor) -> torch.Tensor:
         """Synthesis: wp [B, L, D] -> images [B, 3, R, R] float32 in [-1, 1]."""
-        return render_scene(self.factor_values(wp), self.speck_pattern, self.edge_softness)
+        self._check_wp(wp)
+        return run_stages(self.synthesis_stages(), (), wp)
 
     def segmentation(self, wp: torch.Tensor) -> torch.Tensor:
         """The renderer's true segmentation of synthesize(wp): labels [B, R, R] int64 indexing
