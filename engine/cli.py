@@ -148,6 +148,14 @@ ForceFamily = Annotated[
 ForceStore = Annotated[
     bool, typer.Option(help="Use boundaries fitted on another samples store anyway.")
 ]
+PrefixReuse = Annotated[
+    bool,
+    typer.Option(
+        "--prefix-reuse/--no-prefix-reuse",
+        help="Branch each moved layer from the generator prefix it leaves alone (same scores to "
+        "float rounding; recorded in the store). Off: every code through the whole pass.",
+    ),
+]
 
 
 # Errors of the machine rather than of rescore: a full disk, a read-only or forbidden location.
@@ -467,6 +475,7 @@ def rescore(
     ] = "auto",
     force_family: ForceFamily = False,
     force_store: ForceStore = False,
+    prefix_reuse: PrefixReuse = True,
     backend: Backend = "auto",
     device: Device = "auto",
     precision: Precision = "fp32",
@@ -514,6 +523,7 @@ def rescore(
         target,
         ci_method=ci,
         force_family=force_family,
+        prefix_reuse=prefix_reuse,
     )
     table = pipeline.rescore_step(
         run,
@@ -753,6 +763,7 @@ def run(
     truncation_layers: TruncationLayers = None,
     model_seed: ModelSeed = 0,
     class_index: ClassIndex = None,
+    prefix_reuse: PrefixReuse = True,
     backend: Backend = "auto",
     device: Device = "auto",
     precision: Precision = "fp32",
@@ -778,7 +789,13 @@ def run(
         _backend_spec(backend, device, precision, cache_dir, onnx_dir, batch_size),
         SampleConfig(num, seed, 1024, _batch(batch_size, device), wplus),
         FitConfig(chosen_num, 0.7, solver, "auto", tuple(semantic), seed),  # type: ignore[arg-type]
-        RescoreConfig(rescore_num, seed, distance, *_grid(256, _batch(batch_size, device))),
+        RescoreConfig(
+            rescore_num,
+            seed,
+            distance,
+            *_grid(256, _batch(batch_size, device)),
+            prefix_reuse=prefix_reuse,
+        ),
         executor=_executor(executor, workers, ray_address, device),
         progress=not quiet,
     )

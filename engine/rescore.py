@@ -49,6 +49,7 @@ from .scoring import (
     semantic_ranges,
     session_identity,
     session_record,
+    uses_prefix_reuse,
 )
 from .spec import ModelSpec
 from .stats import CI_METHODS, GainAccumulator, accumulate, gains
@@ -89,6 +90,7 @@ class RescoreConfig:
     ci_method: str = "auto"
     resamples: int = 2000
     force_family: bool = False  # use boundaries fitted on another generator family
+    prefix_reuse: bool = True  # layer sets branch from the generator prefix they leave alone
 
 
 def layer_labels(num_layers: int) -> list[str]:
@@ -152,6 +154,7 @@ def rescore_boundaries(
         ],
         "target": asdict(config.target) if config.target else None,
         **session_identity(session),
+        "prefix_reuse": uses_prefix_reuse(session, config.prefix_reuse),
     }
     store = ChunkedStore.create_or_resume(
         path,
@@ -278,6 +281,7 @@ class ChunkPlan:
                 self.layer_sets[sets],
                 config.distance,
                 config.batch_size,
+                prefix_reuse=config.prefix_reuse,
             )
         return z, w, original, manipulated
 

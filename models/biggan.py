@@ -380,8 +380,7 @@ class _Trunk(nn.Module):
                 runs[-1].append(layer)
         stages = [Stage((0,), start)]
         stages += [
-            Stage((j,), lambda s, codes, j=j: block(s, codes, j))
-            for j in range(1, len(blocks) + 1)
+            Stage((j,), lambda s, codes, j=j: block(s, codes, j)) for j in range(1, len(blocks) + 1)
         ]
         return [*stages, Stage((), to_image)]
 

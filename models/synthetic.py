@@ -38,6 +38,7 @@ from .synthetic_render import (
     FACTORS,
     FLOOR_VALUE,
     LAYER_GROUPS,
+    PAINTERS,
     PICTURE_BOX,
     PICTURE_REGION,
     PICTURE_VALUE,
@@ -47,7 +48,6 @@ from .synthetic_render import (
     first_row_at,
     pixel_centres,
     region_slices,
-    render_scene,
     scene_coverage,
     scene_segmentation,
     speck_pattern,
@@ -140,6 +140,7 @@ class SyntheticSceneGenerator(nn.Module):
         self.edge_softness = edge_softness
         self.factor_names: tuple[str, ...] = FACTOR_NAMES
         self.factor_layers: dict[str, tuple[int, ...]] = {f.name: groups[f.group] for f in FACTORS}
+        self.group_layers: dict[str, tuple[int, ...]] = groups
 
         # Seeded tensors, drawn in a fixed order: they *are* the model (persistent buffers).
         rng = torch.Generator().manual_seed(seed)
@@ -198,33 +199,34 @@ class SyntheticSceneGenerator(nn.Module):
         """Ground-truth factor codes t_f (before squashing): wp [B, L, D] -> [B, F]."""
         self._check_wp(wp)
         mixed = wp.new_zeros(wp.shape[0], len(self.factor_names))  # [B, F]
-        for layer in range(self.num_layers):
-            mixed = self._read_layer(mixed, wp, layer)
+        for group in LAYER_GROUPS:
+            mixed = self._read_group(mixed, wp, group)
         return mixed / self.factor_scale
 
-    def _read_layer(self, mixed: torch.Tensor, wp: torch.Tensor, layer: int) -> torch.Tensor:
-        """Add layer l's style read-out to the factor sums mixed [B, F] (layer by layer, so the
-        sums before layer l can be reused when only later codes move)."""
-        styles = (wp[:, layer] - self.w_avg) @ self.style_weight().T  # [B, C]
-        return mixed + styles @ self.style_read_out[layer]  # [B, F]
+    def _read_group(self, mixed: torch.Tensor, wp: torch.Tensor, group: str) -> torch.Tensor:
+        """Add the style read-out of one layer group's codes to the factor sums mixed [B, F]
+        (group by group, so the sums of earlier groups can be reused when later codes move)."""
+        layers = self.group_layers[group]
+        styles = (wp[:, layers[0] : layers[-1] + 1] - self.w_avg) @ self.style_weight().T
+        read_out = self.style_read_out[layers[0] : layers[-1] + 1]  # [l, C, F]
+        return mixed + torch.einsum("blc,lcf->bf", styles, read_out)  # [B, F]
 
     def synthesis_stages(self) -> list[Stage]:
-        """`synthesize` as stages (`rescore.models.stages`): one per layer, each adding its read-out
-        to the factor sums (the state [B, F]), then the renderer."""
+        """`synthesize` as stages (`rescore.models.stages`), one per layer group in
+        `LAYER_GROUPS` order: read the group's codes into the factor sums (state [B, F]), then
+        paint what the group's factors decide (`synthetic_render.PAINTERS`), beside the sums."""
 
-        def first(state: State, wp: torch.Tensor) -> State:
-            return (self._read_layer(wp.new_zeros(wp.shape[0], len(self.factor_names)), wp, 0),)
+        def stage(state: State, wp: torch.Tensor, index: int) -> State:
+            mixed = state[0] if state else wp.new_zeros(wp.shape[0], len(self.factor_names))
+            mixed = self._read_group(mixed, wp, LAYER_GROUPS[index])  # [B, F]
+            values = self._squash(mixed / self.factor_scale)  # final for this group's factors
+            painted = PAINTERS[index](values, state[1:], self.speck_pattern, self.edge_softness)
+            return painted if index == len(PAINTERS) - 1 else (mixed, *painted)
 
-        def render(state: State, wp: torch.Tensor) -> State:
-            values = self._squash(state[0] / self.factor_scale)  # [B, F]
-            return (render_scene(values, self.speck_pattern, self.edge_softness),)
-
-        stages = [Stage((0,), first)]
-        stages += [
-            Stage((layer,), lambda s, wp, layer=layer: (self._read_layer(s[0], wp, layer),))
-            for layer in range(1, self.num_layers)
+        return [
+            Stage(self.group_layers[group], lambda s, wp, i=i: stage(s, wp, i))
+            for i, group in enumerate(LAYER_GROUPS)
         ]
-        return [*stages, Stage((), render)]
 
     def style_weight(self) -> torch.Tensor:
         """The style channels' weight rows [C, D]: channel c reads its factor's direction."""
