@@ -56,10 +56,15 @@ def synthesis_stages(generator: torch.nn.Module) -> list[Stage] | None:
 def entry_stages(stages: Sequence[Stage], layer_sets: np.ndarray) -> np.ndarray:
     """For each layer set [K, L], the first stage consuming a moved layer (len(stages) - 1 when
     none is consumed: only the final stage reruns)."""
+    return entries_of([stage.layers for stage in stages], layer_sets)
+
+
+def entries_of(stage_layers: Sequence[Sequence[int]], layer_sets: np.ndarray) -> np.ndarray:
+    """`entry_stages` from the layers each stage consumes (what a staged graph records)."""
     entries = []
     for moved in np.asarray(layer_sets, bool):
-        hit = [i for i, stage in enumerate(stages) if any(moved[list(stage.layers)])]
-        entries.append(hit[0] if hit else len(stages) - 1)
+        hit = [i for i, layers in enumerate(stage_layers) if any(moved[list(layers)])]
+        entries.append(hit[0] if hit else len(stage_layers) - 1)
     return np.array(entries, dtype=np.int64)
 
 
