@@ -79,8 +79,12 @@ class OrtSession:
         device: torch.device,
         threads: int | None = None,
         optimization: str = "all",
+        spin: bool = True,
     ) -> None:
+        """`spin`: whether idle pool threads of the mapping and fused graphs spin (ONNX Runtime's
+        default); the staged graphs of prefix reuse never spin (they run interleaved)."""
         self._ort = check_onnxruntime(device)
+        self.spin = spin
         self.device = device
         self.graphs = graphs
         self.geometry = geometry
@@ -93,8 +97,8 @@ class OrtSession:
                 f"{fused.path} scores other semantics than the predictors loaded now; "
                 f"export again with `rescore export`"
             )
-        self._fused = self._open(fused)
-        self._mapping = self._open(graphs.graph("mapping"))
+        self._fused = self._open(fused, spin)
+        self._mapping = self._open(graphs.graph("mapping"), spin)
         self._synthesis: tuple[Any, ExportedGraph] | None = None
         self._prefix_reuse: OrtPrefixReuse | None = None
         label = "cpu" if device.type == "cpu" else f"cuda:{self._device_id}"
@@ -136,7 +140,10 @@ class OrtSession:
     def _device_id(self) -> int:
         return 0 if self.device.index is None else int(self.device.index)
 
-    def _open(self, graph: ExportedGraph) -> tuple[Any, ExportedGraph]:
+    def _open(self, graph: ExportedGraph, spin: bool = True) -> tuple[Any, ExportedGraph]:
+        """An inference session for `graph`. `spin`: whether its idle pool threads spin (ONNX
+        Runtime's default; staged graphs run interleaved with the fused one, so theirs must not
+        hold the cores another session needs)."""
         ort = self._ort
         options = ort.SessionOptions()
         options.graph_optimization_level = {
@@ -147,6 +154,8 @@ class OrtSession:
         }[self.optimization]
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.device.type == "cpu":
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
@@ -202,7 +211,7 @@ class OrtPrefixReuse:
             )
         self.stage_layers = [tuple(layers) for layers in prefix.meta["stage_layers"]]
         self._sizes = list(prefix.meta["state_sizes"])
-        self._prefix = session._open(prefix)
+        self._prefix = session._open(prefix, spin=False)
         self._suffixes: dict[int, tuple[Any, ExportedGraph]] = {}
 
     def entries(self, layer_sets: np.ndarray) -> np.ndarray:
@@ -219,7 +228,7 @@ class OrtPrefixReuse:
     def suffix(self, entry: int, state: list[np.ndarray], wp: np.ndarray) -> np.ndarray:
         if entry not in self._suffixes:
             self._suffixes[entry] = self._session._open(
-                self._session.graphs.graph(f"suffix_{entry}")
+                self._session.graphs.graph(f"suffix_{entry}"), spin=False
             )
         feeds = {f"x{entry}_{i}": array for i, array in enumerate(state)}
         return self._session._run_named(self._suffixes[entry], {**feeds, "wp": wp})[0]

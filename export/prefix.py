@@ -90,18 +90,18 @@ def score_layer_sets_on_grid(
     once, then every set from its entry stage on the same B rows."""
     layer_sets = np.asarray(layer_sets, bool)
     entries = reuse.entries(layer_sets)
-    direction = np.asarray(direction, np.float32)[None]  # [1, L, D]
-    columns = []
+    wp = np.ascontiguousarray(wp, np.float32)
+    moved = manipulate(wp, np.asarray(direction, np.float32)[None], layer_sets, distance)[0]
+    columns = []  # moved: [K, n, L, D], elementwise, so slicing it is the grid's codes
     for lo in range(0, len(wp), batch_size):
-        codes = np.ascontiguousarray(wp[lo : lo + batch_size], np.float32)  # [B, L, D]
-        moved = manipulate(codes, direction, layer_sets, distance)[0]  # [K, B, L, D]
-        states = reuse.prefix(codes) if entries.max() > 0 else None
+        rows = slice(lo, lo + batch_size)
+        states = reuse.prefix(wp[rows]) if entries.max() > 0 else None
         columns.append(
             np.stack(
                 [
-                    session.score(moved[k])
+                    session.score(moved[k, rows])
                     if entry == 0
-                    else reuse.suffix(int(entry), states[entry], moved[k])
+                    else reuse.suffix(int(entry), states[entry], moved[k, rows])
                     for k, entry in enumerate(entries)
                 ],
                 axis=1,
