@@ -709,7 +709,10 @@ def export_command(
     predictor: Predictors,
     part: Annotated[
         list[str],
-        typer.Option(help="mapping, synthesis, predictors, fused (repeatable; default all)."),
+        typer.Option(
+            help="mapping, synthesis, predictors, fused (repeatable; default all); staged: the "
+            "prefix-reuse graphs (prefix, suffix_<e>), on request."
+        ),
     ] = [],
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
     truncation_psi: TruncationPsi = None,
