@@ -34,7 +34,10 @@ class SessionInfo:
 
 
 class ScoringSession(Protocol):
-    """What the engine needs from a backend. Sessions are context managers."""
+    """What the engine needs from a backend. Sessions are context managers.
+
+    Optional: ``prefix_reuse() -> rescore.export.prefix.PrefixReuse | None`` (generator-prefix
+    reuse in layer-wise re-scoring; torch eager and ONNX Runtime offer it)."""
 
     info: SessionInfo
     geometry: LatentGeometry
