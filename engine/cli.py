@@ -212,6 +212,14 @@ ForceFamily = Annotated[
 ForceStore = Annotated[
     bool, typer.Option(help="Use boundaries fitted on another samples store anyway.")
 ]
+PrefixReuse = Annotated[
+    bool,
+    typer.Option(
+        "--prefix-reuse/--no-prefix-reuse",
+        help="Branch each moved layer from the generator prefix it leaves alone (same scores to "
+        "float rounding; recorded in the store). Off: every code through the whole pass.",
+    ),
+]
 
 
 # Errors of the machine rather than of rescore: a full disk, a read-only or forbidden location.
@@ -571,6 +579,7 @@ def rescore(
     eliminate_paired: EliminatePaired = False,
     force_family: ForceFamily = False,
     force_store: ForceStore = False,
+    prefix_reuse: PrefixReuse = True,
     backend: Backend = "auto",
     device: Device = "auto",
     precision: Precision = "fp32",
@@ -622,6 +631,7 @@ def rescore(
         ci_method=ci,
         force_family=force_family,
         eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie, eliminate_paired),
+        prefix_reuse=prefix_reuse,
     )
     table = pipeline.rescore_step(
         run,
@@ -813,7 +823,8 @@ def export_command(
         list[str],
         typer.Option(
             help="mapping, synthesis, predictors, fused (repeatable; default all). Predictors "
-            "that read generator features (lineargan) are exported only inside fused."
+            "that read generator features (lineargan) are exported only inside fused. staged: "
+            "the prefix-reuse graphs (prefix, suffix_<e>), on request."
         ),
     ] = [],
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,
@@ -868,6 +879,7 @@ def run(
     truncation_layers: TruncationLayers = None,
     model_seed: ModelSeed = 0,
     class_index: ClassIndex = None,
+    prefix_reuse: PrefixReuse = True,
     backend: Backend = "auto",
     device: Device = "auto",
     precision: Precision = "fp32",
@@ -906,6 +918,7 @@ def run(
             distance,
             *_grid(256, _batch(batch_size, device)),
             eliminate=_elimination(eliminate, eliminate_semantic, eliminate_tie, eliminate_paired),
+            prefix_reuse=prefix_reuse,
         ),
         executor=_executor(executor, workers, ray_address, device, overlap),
         progress=not quiet,

@@ -53,6 +53,7 @@ from .scoring import (
     semantic_ranges,
     session_identity,
     session_record,
+    uses_prefix_reuse,
 )
 from .spec import ModelSpec
 from .stats import CI_METHODS, GainAccumulator, accumulate, eliminator_for, gains, iter_chunk_gains
@@ -94,6 +95,7 @@ class RescoreConfig:
     resamples: int = 2000
     force_family: bool = False  # use boundaries fitted on another generator family
     eliminate: EliminationSpec | None = None  # successive elimination of layers (`elimination`)
+    prefix_reuse: bool = True  # layer sets branch from the generator prefix they leave alone
 
 
 def layer_labels(num_layers: int) -> list[str]:
@@ -159,6 +161,7 @@ def rescore_boundaries(
         "target": asdict(config.target) if config.target else None,
         **({"eliminate": asdict(config.eliminate)} if config.eliminate else {}),
         **session_identity(session),
+        "prefix_reuse": uses_prefix_reuse(session, config.prefix_reuse),
     }
     store = ChunkedStore.create_or_resume(
         path,
@@ -324,6 +327,7 @@ class ChunkPlan:
                 self.layer_sets[sets],
                 config.distance,
                 config.batch_size,
+                prefix_reuse=config.prefix_reuse,
             )
         return z, w, original, manipulated
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from rescore.export.session import ScoringSession
+from rescore.export.prefix import score_layer_sets_on_grid as score_staged
+from rescore.export.session import ScoringSession, offered_prefix_reuse
 from rescore.kernels.manipulate import manipulate
 
 from .errors import ScoreError
@@ -55,12 +56,27 @@ def score_layer_sets_on_grid(
     layer_sets: np.ndarray,
     distance: float,
     batch_size: int,
+    *,
+    prefix_reuse: bool = True,
 ) -> np.ndarray:
     """Scores [n, K, S] of wp [n, L, D] moved by distance * direction [L, D] on each layer set
-    [K, L] (`rescore.kernels.manipulate`'s codes), one layer set at a time on the micro-batch
-    grid, so the bits do not depend on the chunking."""
+    [K, L] (`rescore.kernels.manipulate`'s codes), on the micro-batch grid, so the bits do not
+    depend on the chunking.
+
+    Fast path (`prefix_reuse` and a session offering it): per micro-batch, the generator prefix
+    of the originals once, then every set from the first stage it moves
+    (`rescore.export.prefix`). Reference: each set's codes through the whole pass."""
+    reuse = offered_prefix_reuse(session) if prefix_reuse else None
+    if reuse is not None:
+        return score_staged(session, reuse, wp, direction, layer_sets, distance, batch_size)
     codes = manipulate(wp, direction[None], layer_sets, distance)[0]  # [K, n, L, D]
     return np.stack([score_codes(session, moved, batch_size) for moved in codes], axis=1)
+
+
+def uses_prefix_reuse(session: ScoringSession, prefix_reuse: bool) -> bool:
+    """Whether `score_layer_sets_on_grid` takes the fast path (its bits may differ from the
+    reference path's at float rounding, so this is part of a rescore store's identity)."""
+    return prefix_reuse and offered_prefix_reuse(session) is not None
 
 
 def check_micro_batch(chunk_size: int, batch_size: int) -> None:

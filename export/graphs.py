@@ -10,6 +10,7 @@ Either way `graph(name)` returns a checked `ExportedGraph`: its sidecar must nam
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,17 +23,23 @@ from .onnx import ExportedGraph, ExportError, ExportSettings, export_part, file_
 log = logging.getLogger(__name__)
 
 GRAPH_NAMES = ("mapping", "synthesis", "fused")
+STAGED_GRAPH = re.compile(r"prefix|suffix_\d+")  # the ``staged`` part's files (`staged.py`)
 
 
 class GraphFiles:
     """The mapping, synthesis and fused graphs of one set of models, in one directory."""
 
     def __init__(
-        self, directory: Path, digest: str, export: Callable[[str], object] | None
+        self,
+        directory: Path,
+        digest: str,
+        export: Callable[[str], object] | None,
+        staged: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.model_digest = digest
         self._export = export
+        self.staged = staged or (self.directory / "prefix.onnx").is_file()
 
     @classmethod
     def cached(
@@ -53,7 +60,7 @@ class GraphFiles:
             log.info("exporting the %s graph to %s (first use of these models)", part, directory)
             return export_part(part, generator, predictors, directory, settings=settings, meta=meta)
 
-        return cls(directory, digest, export)
+        return cls(directory, digest, export, staged=can_stage(generator, predictors))
 
     @classmethod
     def given(
@@ -65,15 +72,18 @@ class GraphFiles:
         return cls(Path(directory), model_digest(generator, predictors), None)
 
     def graph(self, name: str) -> ExportedGraph:
-        """The checked graph `name` (one of `GRAPH_NAMES`), exporting it first if cached."""
-        if name not in GRAPH_NAMES:
+        """The checked graph `name` (one of `GRAPH_NAMES`, or a staged graph: ``prefix``,
+        ``suffix_<entry>``), exporting it (its part) first if cached."""
+        staged = STAGED_GRAPH.fullmatch(name) is not None
+        part = "staged" if staged else name  # a user exports them together
+        if not staged and name not in GRAPH_NAMES:
             raise ExportError(f"unknown graph '{name}'; choose from {', '.join(GRAPH_NAMES)}")
         path = self.directory / f"{name}.onnx"
         if not (path.is_file() and path.with_suffix(".json").is_file()):
             if self._export is None:
                 raise ExportError(
                     f"{self.directory} holds no {name}.onnx; export it with "
-                    f"`rescore export --part {name}` or drop --onnx-dir"
+                    f"`rescore export --part {part}` or drop --onnx-dir"
                 )
             self._export(name)
         if self._export is None:
@@ -100,3 +110,12 @@ class GraphFiles:
                 f"altered); export it again with `rescore export` or drop --onnx-dir"
             )
         return graph
+
+
+def can_stage(generator: Generator, predictors: Sequence[Predictor]) -> bool:
+    """Whether the ``staged`` graphs can be exported: synthesis has stages and every predictor
+    reads images (not generator features)."""
+    from .prefix import synthesis_stages
+
+    reads_features = any(getattr(p, "reads_features", None) for p in predictors)
+    return not reads_features and synthesis_stages(generator) is not None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ SIDECAR_VERSION = 1
 MIN_OPSET = 18
 BATCH_AXIS = "batch"
 PARTS = ("mapping", "synthesis", "predictors", "fused")
+OPTIONAL_PARTS = ("staged",)  # prefix + one suffix per entry stage (`staged.py`), on request
 # Modules whose arithmetic is exact only in float32 (see rescore.models.resize): their nodes are
 # listed in the sidecar so reduced-precision builds keep them in float32.
 FLOAT32_MODULES: tuple[type[nn.Module], ...] = (PilBilinearResize,)
@@ -96,6 +98,14 @@ class ExportedGraph:
     def output_name(self) -> str:
         return self.meta["outputs"][0]["name"]
 
+    @property
+    def input_names(self) -> list[str]:
+        return [entry["name"] for entry in self.meta["inputs"]]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [entry["name"] for entry in self.meta["outputs"]]
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -129,22 +139,27 @@ class SynthesisGraph(nn.Module):
 
 def export_graph(
     module: nn.Module,
-    example: torch.Tensor,
+    example: torch.Tensor | tuple[torch.Tensor, ...],
     path: Path,
     *,
-    input_name: str,
-    output_name: str,
+    input_name: str | Sequence[str],
+    output_name: str | Sequence[str],
     settings: ExportSettings = ExportSettings(),
     meta: dict[str, Any] | None = None,
 ) -> ExportedGraph:
-    """Export `module` (one tensor in, one out) to `path` with a dynamic batch axis; check it.
+    """Export `module` to `path` with a dynamic batch axis (shared by every input); check it.
 
-    `example` must have a batch of at least 2 (torch.export specializes a batch of 1). `meta` is
-    merged into the sidecar (semantic names, digests). The file is written under a temporary
-    name and renamed, so a reader never sees half a file.
+    One tensor in and one out, or (staged graphs) a tuple of example inputs and a name per input
+    and per output. Examples must have a batch of at least 2 (torch.export specializes a batch
+    of 1). `meta` is merged into the sidecar (semantic names, digests). The file is written
+    under a temporary name and renamed, so a reader never sees half a file.
     """
-    if example.shape[0] < 2:
+    examples = example if isinstance(example, tuple) else (example,)
+    input_names = [input_name] if isinstance(input_name, str) else list(input_name)
+    output_names = [output_name] if isinstance(output_name, str) else list(output_name)
+    if examples[0].shape[0] < 2:
         raise ExportError("export needs an example batch of at least 2 to keep the batch dynamic")
+    batch = torch.export.Dim(BATCH_AXIS, min=1)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = module.eval()
@@ -152,11 +167,11 @@ def export_graph(
         try:
             program = torch.onnx.export(
                 module,
-                (example,),
-                input_names=[input_name],
-                output_names=[output_name],
+                examples,
+                input_names=input_names,
+                output_names=output_names,
                 opset_version=settings.opset,
-                dynamic_shapes=({0: torch.export.Dim(BATCH_AXIS, min=1)},),
+                dynamic_shapes=_batch_axes(module, len(examples), batch),
                 dynamo=True,
                 optimize=settings.optimize,
                 verbose=False,
@@ -263,6 +278,13 @@ def export_part(
             for index, predictor in enumerate(predictors)
             if index not in readers
         ]
+    if part == "staged" or part == "prefix" or re.fullmatch(r"suffix_\d+", part):
+        from .staged import export_staged
+
+        only = None if part == "staged" else part
+        return export_staged(
+            generator, predictors, directory, settings=settings, meta=common, only=only
+        )
     if part == "fused":
         scoring_pass = ScoringPass(generator, predictors)
         return [
@@ -316,9 +338,11 @@ def export_onnx(
                 "(fused.onnx)",
                 ", ".join(readers.values()),
             )
-    unknown = [p for p in parts if p not in PARTS]
+    unknown = [p for p in parts if p not in PARTS + OPTIONAL_PARTS]
     if unknown:
-        raise ExportError(f"unknown export part(s) {', '.join(unknown)}; choose from {PARTS}")
+        raise ExportError(
+            f"unknown export part(s) {', '.join(unknown)}; choose from {PARTS + OPTIONAL_PARTS}"
+        )
     meta = {"model_digest": model_digest(generator, predictors), "sources": sources}
     graphs: dict[str, ExportedGraph] = {}
     for part in parts:
@@ -327,6 +351,14 @@ def export_onnx(
         ):
             graphs[graph.path.stem] = graph
     return ExportResult(Path(out_dir), graphs)
+
+
+def _batch_axes(module: nn.Module, count: int, batch: Any) -> tuple:
+    """torch.export's dynamic shapes: axis 0 of every input is the batch (a forward taking
+    ``*inputs`` gets them as one nested tuple)."""
+    axes = tuple({0: batch} for _ in range(count))
+    kinds = [p.kind for p in inspect.signature(module.forward).parameters.values()]
+    return (axes,) if kinds == [inspect.Parameter.VAR_POSITIONAL] else axes
 
 
 def read_sidecar(path: Path) -> ExportedGraph:
@@ -376,10 +408,12 @@ def _check_sidecar(path: Path, side: Path, meta: dict[str, Any]) -> None:
         raise ExportError(
             f"sidecar {side} describes {meta['file']}, not {path.name} (files swapped?); {fix}"
         )
-    for entries in (meta["inputs"], meta["outputs"]):
-        if len(entries) != 1 or not isinstance(entries[0], dict) or "name" not in entries[0]:
-            raise ExportError(f"sidecar {side} must list one input and one output; {fix}")
     stem = path.stem
+    many = stem == "prefix" or re.fullmatch(r"suffix_\d+", stem) is not None  # staged graphs
+    for entries in (meta["inputs"], meta["outputs"]):
+        named = all(isinstance(e, dict) and "name" in e for e in entries)
+        if not named or not (len(entries) >= 1 if many else len(entries) == 1):
+            raise ExportError(f"sidecar {side} must list one input and one output; {fix}")
     expected = _PART_IO.get(stem, ("images", "scores") if stem.startswith("predictor_") else None)
     names = (meta["inputs"][0]["name"], meta["outputs"][0]["name"])
     if expected is not None and names != expected:

@@ -23,6 +23,7 @@ from rescore.models.errors import BackendUnavailableError
 
 from .graphs import GraphFiles
 from .onnx import ExportedGraph, ExportError
+from .prefix import entries_of
 from .session import LatentGeometry, SessionInfo, _check_shape, quantize_images
 from .threads import available_cpus as available_cpus  # re-exported (bench)
 from .threads import thread_budget
@@ -78,8 +79,12 @@ class OrtSession:
         device: torch.device,
         threads: int | None = None,
         optimization: str = "all",
+        spin: bool = True,
     ) -> None:
+        """`spin`: whether idle pool threads of the mapping and fused graphs spin (ONNX Runtime's
+        default); the staged graphs of prefix reuse never spin (they run interleaved)."""
         self._ort = check_onnxruntime(device)
+        self.spin = spin
         self.device = device
         self.graphs = graphs
         self.geometry = geometry
@@ -92,9 +97,10 @@ class OrtSession:
                 f"{fused.path} scores other semantics than the predictors loaded now; "
                 f"export again with `rescore export`"
             )
-        self._fused = self._open(fused)
-        self._mapping = self._open(graphs.graph("mapping"))
+        self._fused = self._open(fused, spin)
+        self._mapping = self._open(graphs.graph("mapping"), spin)
         self._synthesis: tuple[Any, ExportedGraph] | None = None
+        self._prefix_reuse: OrtPrefixReuse | None = None
         label = "cpu" if device.type == "cpu" else f"cuda:{self._device_id}"
         self.info = SessionInfo(backend="onnxruntime", precision="fp32", device=label)
         log.info("onnxruntime session on %s (%s)", label, ", ".join(self._fused[0].get_providers()))
@@ -123,11 +129,21 @@ class OrtSession:
         images = self._run(self._synthesis, wp)  # [B, 3, H, W] float32
         return quantize_images(torch.from_numpy(images)).numpy()
 
+    def prefix_reuse(self) -> OrtPrefixReuse | None:
+        """Generator-prefix reuse through the staged graphs (None: the models have no stages).
+        They are opened (exported first, when cached) on the first call."""
+        if self._prefix_reuse is None and self.graphs.staged:
+            self._prefix_reuse = OrtPrefixReuse(self)
+        return self._prefix_reuse
+
     @property
     def _device_id(self) -> int:
         return 0 if self.device.index is None else int(self.device.index)
 
-    def _open(self, graph: ExportedGraph) -> tuple[Any, ExportedGraph]:
+    def _open(self, graph: ExportedGraph, spin: bool = True) -> tuple[Any, ExportedGraph]:
+        """An inference session for `graph`. `spin`: whether its idle pool threads spin (ONNX
+        Runtime's default; staged graphs run interleaved with the fused one, so theirs must not
+        hold the cores another session needs)."""
         ort = self._ort
         options = ort.SessionOptions()
         options.graph_optimization_level = {
@@ -138,6 +154,8 @@ class OrtSession:
         }[self.optimization]
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.device.type == "cpu":
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
@@ -170,3 +188,47 @@ class OrtSession:
         binding.bind_output(graph.output_name, "cuda", self._device_id)
         session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
+
+    def _run_named(self, opened: tuple[Any, ExportedGraph], feeds: dict) -> list[np.ndarray]:
+        """Every output of a graph with several inputs (staged graphs; host arrays both ways)."""
+        session, graph = opened
+        inputs = {name: np.ascontiguousarray(feeds[name], np.float32) for name in graph.input_names}
+        return session.run(graph.output_names, inputs)
+
+
+class OrtPrefixReuse:
+    """`rescore.export.prefix.PrefixReuse` on ONNX Runtime: prefix.onnx gives the input state of
+    every stage; suffix_{e}.onnx scores from stage e (`rescore.export.staged`). States are host
+    arrays."""
+
+    def __init__(self, session: OrtSession) -> None:
+        self._session = session
+        prefix = session.graphs.graph("prefix")
+        if tuple(prefix.meta.get("semantic_names", ())) != session.semantic_names:
+            raise ExportError(
+                f"{prefix.path} scores other semantics than the predictors loaded now; "
+                f"export again with `rescore export --part staged`"
+            )
+        self.stage_layers = [tuple(layers) for layers in prefix.meta["stage_layers"]]
+        self._sizes = list(prefix.meta["state_sizes"])
+        self._prefix = session._open(prefix, spin=False)
+        self._suffixes: dict[int, tuple[Any, ExportedGraph]] = {}
+
+    def entries(self, layer_sets: np.ndarray) -> np.ndarray:
+        return entries_of(self.stage_layers, layer_sets)
+
+    def prefix(self, wp: np.ndarray) -> list[list[np.ndarray]]:
+        outputs = self._session._run_named(self._prefix, {"wp": wp})
+        states, start = [[]], 0
+        for size in self._sizes[1:]:
+            states.append(outputs[start : start + size])
+            start += size
+        return states
+
+    def suffix(self, entry: int, state: list[np.ndarray], wp: np.ndarray) -> np.ndarray:
+        if entry not in self._suffixes:
+            self._suffixes[entry] = self._session._open(
+                self._session.graphs.graph(f"suffix_{entry}"), spin=False
+            )
+        feeds = {f"x{entry}_{i}": array for i, array in enumerate(state)}
+        return self._session._run_named(self._suffixes[entry], {**feeds, "wp": wp})[0]

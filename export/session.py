@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from rescore.models.errors import BackendUnavailableError, ShapeMismatchError
 from rescore.models.fused import ScoringPass
 
 from .geometry import LatentGeometry  # re-exported: its home is the torch-free export.geometry
+
+if TYPE_CHECKING:
+    from .prefix import PrefixReuse
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,10 @@ class SessionInfo:
 
 
 class ScoringSession(Protocol):
-    """What the engine needs from a backend. Sessions are context managers."""
+    """What the engine needs from a backend. Sessions are context managers.
+
+    Optional: ``prefix_reuse() -> rescore.export.prefix.PrefixReuse | None`` (generator-prefix
+    reuse in layer-wise re-scoring; torch eager and ONNX Runtime offer it)."""
 
     info: SessionInfo
     geometry: LatentGeometry
@@ -67,13 +73,29 @@ def score_layer_sets(
 
     wp [n, L, D]; directions [M, L, D]; layer_sets [K, L] bool; code (m, k, i) is
     ``wp[i, l] + distance * directions[m, l]`` on the layers of set k, ``wp[i, l]`` elsewhere (as
-    `rescore.kernels.manipulate` builds it). A session with its own ``score_layer_sets`` (e.g.
-    generator-prefix reuse) answers; otherwise `manipulate_and_score`, the reference path.
+    `rescore.kernels.manipulate` builds it). A session offering ``prefix_reuse()`` reuses the
+    generator prefix on the micro-batch grid (`prefix.score_layer_sets_on_grid`); otherwise
+    `manipulate_and_score`, the reference path.
     """
-    fast = getattr(session, "score_layer_sets", None)
-    if fast is not None:
-        return fast(wp, directions, layer_sets, distance, batch_size)
-    return manipulate_and_score(session, wp, directions, layer_sets, distance, batch_size)
+    reuse = offered_prefix_reuse(session)
+    if reuse is None:
+        return manipulate_and_score(session, wp, directions, layer_sets, distance, batch_size)
+    from .prefix import score_layer_sets_on_grid
+
+    return np.stack(
+        [
+            score_layer_sets_on_grid(
+                session, reuse, wp, direction, layer_sets, distance, batch_size
+            ).transpose(1, 0, 2)
+            for direction in np.asarray(directions, np.float32)
+        ]
+    )
+
+
+def offered_prefix_reuse(session: ScoringSession) -> PrefixReuse | None:
+    """The session's `PrefixReuse` (``session.prefix_reuse()``), or None when it offers none."""
+    offer = getattr(session, "prefix_reuse", None)
+    return offer() if callable(offer) else None
 
 
 def manipulate_and_score(
@@ -178,24 +200,11 @@ class TorchSession:
         codes = self.staging.to_device(wp, "render")
         return quantize_images(self.generator.synthesize(codes)).cpu().numpy()
 
-    def score_layer_sets(
-        self,
-        wp: np.ndarray,
-        directions: np.ndarray,
-        layer_sets: np.ndarray,
-        distance: float,
-        batch_size: int,
-    ) -> np.ndarray:
-        """`score_layer_sets` [M, K, n, S], reusing the generator prefix each set leaves alone."""
-        from .prefix import score_layer_sets_staged, synthesis_stages
+    def prefix_reuse(self) -> PrefixReuse | None:
+        """Generator-prefix reuse on this device (None: the generator has no stages)."""
+        from .prefix import torch_prefix_reuse
 
-        _check_shape(wp, (self.geometry.num_layers, self.geometry.w_dim), "wp")
-        stages = synthesis_stages(self.generator)
-        if stages is None:
-            return manipulate_and_score(self, wp, directions, layer_sets, distance, batch_size)
-        return score_layer_sets_staged(
-            self.scoring_pass, stages, wp, directions, layer_sets, distance, batch_size, self.device
-        )
+        return torch_prefix_reuse(self.generator, self.scoring_pass, self.device)
 
 
 class HostStaging:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from torch import nn
 
 from .checkpoints import as_state_dict, guess_family, load_strict, read_checkpoint
 from .errors import CheckpointError, RescoreError, ShapeMismatchError
+from .stages import Stage, State, run_stages
 
 WEIGHTS_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
@@ -349,17 +351,44 @@ class _Trunk(nn.Module):
         self.channel_width = ch
 
     def forward(self, conds: list[torch.Tensor]) -> torch.Tensor:
-        x = self.gen_z(conds[0])  # [B, 4 * 4 * 16ch], TF's [4, 4, C] order
-        x = x.view(-1, 4, 4, 16 * self.channel_width).permute(0, 3, 1, 2)  # [B, 16ch, 4, 4]
-        block = 0
+        return run_stages(self.stages(lambda codes, layer: codes[layer]), (), conds)
+
+    def stages(self, condition: Callable[[Any, int], torch.Tensor]) -> list[Stage]:
+        """The trunk as stages (forward runs them): `gen_z` reads conditioned layer 0, GenBlock j
+        layer j + 1 (with the unconditioned layers after it, the SelfAttn); then ToRGB.
+        `condition(codes, layer)` -> that layer's conditioning vector [B, 2Z]."""
+
+        def start(state: State, codes: Any) -> State:
+            x = self.gen_z(condition(codes, 0))  # [B, 4 * 4 * 16ch], TF's [4, 4, C] order
+            x = x.view(-1, 4, 4, 16 * self.channel_width).permute(0, 3, 1, 2)  # [B, 16ch, 4, 4]
+            return (_run_plain(runs[0], x),)
+
+        def block(state: State, codes: Any, j: int) -> State:
+            x = blocks[j - 1](state[0], condition(codes, j))
+            return (_run_plain(runs[j], x),)
+
+        def to_image(state: State, codes: Any) -> State:
+            x = self.conv_to_rgb(F.relu(self.bn(state[0])))  # [B, ch, R, R]
+            return (torch.tanh(x[:, :3]),)
+
+        blocks = [layer for layer in self.layers if isinstance(layer, GenBlock)]
+        runs: list[list[nn.Module]] = [[]]  # unconditioned layers after gen_z / each GenBlock
         for layer in self.layers:
             if isinstance(layer, GenBlock):
-                block += 1
-                x = layer(x, conds[block])
+                runs.append([])
             else:
-                x = layer(x)
-        x = self.conv_to_rgb(F.relu(self.bn(x)))  # [B, ch, R, R]
-        return torch.tanh(x[:, :3])
+                runs[-1].append(layer)
+        stages = [Stage((0,), start)]
+        stages += [
+            Stage((j,), lambda s, codes, j=j: block(s, codes, j)) for j in range(1, len(blocks) + 1)
+        ]
+        return [*stages, Stage((), to_image)]
+
+
+def _run_plain(layers: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x)
+    return x
 
 
 class BigGANGenerator(nn.Module):
@@ -443,9 +472,17 @@ class BigGANGenerator(nn.Module):
                 f"[batch, {self.num_layers}, {self.z_dim}] for this BigGAN; check that the "
                 f"codes come from the same model"
             )
-        embed = self.class_embedding().expand(wp.shape[0], -1)  # [B, Z]
-        conds = [torch.cat([wp[:, layer], embed], dim=1) for layer in range(self.num_layers)]
-        return self.generator(conds)  # [B, 3, R, R]
+        return run_stages(self.synthesis_stages(), (), wp)  # [B, 3, R, R]
+
+    def synthesis_stages(self) -> list[Stage]:
+        """`synthesize` as stages (`rescore.models.stages`), for generator-prefix reuse: layer l's
+        conditioning vector is [wp[:, l], class embedding]."""
+
+        def condition(wp: torch.Tensor, layer: int) -> torch.Tensor:
+            embed = self.class_embedding().expand(wp.shape[0], -1)  # [B, Z]
+            return torch.cat([wp[:, layer], embed], dim=1)  # [B, 2Z]
+
+        return self.generator.stages(condition)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, Z] -> images [B, 3, R, R]."""

@@ -67,6 +67,16 @@ class ScoringPass(nn.Module):
             scores.append(predictor(inputs).float())
         return torch.cat(scores, dim=1)
 
+    @property
+    def reads_images_only(self) -> bool:
+        """Whether every predictor reads images (none reads generator features)."""
+        return not self._feature_layers
+
+    def score_images(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] -> scores [B, S] (float32), when `reads_images_only`: what forward
+        does after synthesis (prefix reuse synthesizes the images itself)."""
+        return torch.cat([predictor(images).float() for predictor in self.predictors], dim=1)
+
 
 def predictor_ranges(predictor: Predictor) -> tuple[tuple[float, float] | None, ...]:
     """The declared score range of each of a predictor's semantics (None: not declared)."""

@@ -26,6 +26,7 @@ from . import stylegan_layers as ops
 from .base import truncate
 from .checkpoints import as_state_dict, load_strict, read_checkpoint
 from .errors import CheckpointError, ShapeMismatchError
+from .stages import Stage, State, run_stages
 from .stylegan_layers import ParameterHolder, TruncationBuffers, check_latents
 
 _RESOLUTIONS_ALLOWED = (8, 16, 32, 64, 128, 256, 512, 1024)
@@ -281,16 +282,32 @@ class SynthesisNetwork(nn.Module):
         return self._lod
 
     def forward(self, wp: torch.Tensor) -> torch.Tensor:
-        x = self._first[0](wp[:, 0])  # [B, C, 4, 4]; block 0 always runs (lod is validated)
-        x = self._second[0](x, wp[:, 1])
-        for block in range(1, self._blocks_run):
-            x = self._first[block](x, wp[:, 2 * block])  # [B, C', 2R, 2R]
-            x = self._second[block](x, wp[:, 2 * block + 1])
-        # Only the last block's ToRGB reaches the output (genforce computes and drops the others).
-        image = self._to_rgb[self._blocks_run - 1](x)  # [B, 3, R, R]
-        for _ in range(self._blocks_run, self.num_blocks):
-            image = F.interpolate(image, scale_factor=2.0, mode="nearest")  # [B, 3, 2R, 2R]
-        return torch.tanh(image) if self.final_tanh else image
+        return run_stages(self.stages(), (), wp)
+
+    def stages(self) -> list[Stage]:
+        """Synthesis as stages (forward runs them): one per code layer, then ToRGB.
+
+        Layer 2b is block b's first layer (the constant or the upsampling conv), 2b+1 its second.
+        Only the last block's ToRGB reaches the output (genforce computes and drops the others);
+        blocks that `lod` skips are replaced by nearest upsampling of the image.
+        """
+        first, second, blocks = self._first, self._second, self._blocks_run
+
+        def to_image(state: State, wp: torch.Tensor) -> State:
+            image = self._to_rgb[blocks - 1](state[0])  # [B, 3, R, R]
+            for _ in range(blocks, self.num_blocks):
+                image = F.interpolate(image, scale_factor=2.0, mode="nearest")  # [B, 3, 2R, 2R]
+            return (torch.tanh(image) if self.final_tanh else image,)
+
+        # block 0 always runs (lod is validated)
+        stages = [Stage((0,), lambda s, wp: (first[0](wp[:, 0]),))]  # [B, C, 4, 4]
+        for b in range(blocks):
+            if b > 0:
+                stages.append(Stage((2 * b,), lambda s, wp, b=b: (first[b](s[0], wp[:, 2 * b]),)))
+            stages.append(
+                Stage((2 * b + 1,), lambda s, wp, b=b: (second[b](s[0], wp[:, 2 * b + 1]),))
+            )
+        return [*stages, Stage((), to_image)]
 
 
 def _cache_lod(module: nn.Module, incompatible_keys: object) -> None:
@@ -382,6 +399,10 @@ class StyleGANGenerator(nn.Module):
                 f"check that the codes come from the same model"
             )
         return self.synthesis(wp)
+
+    def synthesis_stages(self) -> list[Stage]:
+        """`synthesize` as stages (`rescore.models.stages`), for generator-prefix reuse."""
+        return self.synthesis.stages()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, Z] -> images [B, 3, R, R], with the model's truncation."""

@@ -36,6 +36,7 @@ from . import stylegan_layers as ops
 from .base import truncate
 from .checkpoints import as_state_dict, load_strict, read_checkpoint
 from .errors import CheckpointError, RescoreError, ShapeMismatchError
+from .stages import Stage, State, run_stages
 from .stylegan_layers import ParameterHolder, TruncationBuffers, check_latents
 
 _RESOLUTIONS_ALLOWED = (8, 16, 32, 64, 128, 256, 512, 1024)
@@ -276,26 +277,52 @@ class SynthesisNetwork(nn.Module):
         self.upsample = FilterKernel() if self.architecture == "skip" else None
 
     def forward(self, wp: torch.Tensor) -> torch.Tensor:
-        x = self.early_layer.const.expand(wp.shape[0], -1, -1, -1)  # [B, C, 4, 4]
-        image = None
-        for block in range(self.num_blocks):
-            if block == 0:
-                x = self._convs[0](x, wp[:, 0])
-            elif self.architecture == "resnet":
-                half = math.sqrt(0.5)
-                residual = self._skips[block](x, gain=half)  # [B, C', 2R, 2R]
-                x = self._convs[2 * block - 1](x, wp[:, 2 * block - 1])
-                x = residual + self._convs[2 * block](x, wp[:, 2 * block], gain=half)
-            else:
-                x = self._convs[2 * block - 1](x, wp[:, 2 * block - 1])  # [B, C', 2R, 2R]
-                x = self._convs[2 * block](x, wp[:, 2 * block])
-            if block in self._outputs:
-                rgb = self._outputs[block](x, wp[:, 2 * block + 1])  # [B, 3, R, R]
+        return run_stages(self.stages(), (), wp)
+
+    def stages(self) -> list[Stage]:
+        """Synthesis as stages (forward runs them), one per code layer.
+
+        Code 0 feeds block 0's conv; code 2b (b > 0) block b's second conv; code 2b + 1 block b's
+        ToRGB ('skip': every block, else the last) and block b+1's upsampling conv. States:
+        (x,), plus the image so far ('skip') or the residual branch ('resnet', after an
+        upsampling conv); the last stage returns (image,).
+        """
+        convs, outputs, skips = self._convs, self._outputs, self._skips
+        resnet, last = self.architecture == "resnet", self.num_blocks - 1
+        half = math.sqrt(0.5)
+
+        def start(state: State, wp: torch.Tensor) -> State:
+            x = self.early_layer.const.expand(wp.shape[0], -1, -1, -1)  # [B, C, 4, 4]
+            return (convs[0](x, wp[:, 0]),)
+
+        def second_conv(state: State, wp: torch.Tensor, b: int) -> State:
+            if resnet:
+                x, residual = state
+                return (residual + convs[2 * b](x, wp[:, 2 * b], gain=half),)
+            x, *image = state
+            return (convs[2 * b](x, wp[:, 2 * b]), *image)
+
+        def output_then_up(state: State, wp: torch.Tensor, b: int) -> State:
+            x, *carried = state
+            image = carried[0] if carried else None  # 'skip' carries the image so far
+            code = wp[:, 2 * b + 1]
+            if b in outputs:
+                rgb = outputs[b](x, code)  # [B, 3, R, R]
                 if image is not None and self.upsample is not None:
                     rgb = rgb + ops.upsample2d(image, self.upsample.matrix())
                 image = rgb
-        assert image is not None  # the last block always has an output layer
-        return image
+            if b == last:
+                return (image,)
+            residual = (skips[b + 1](x, gain=half),) if resnet else ()  # [B, C', 2R, 2R]
+            x = convs[2 * b + 1](x, code)  # [B, C', 2R, 2R]
+            return (x, *residual) if resnet or image is None else (x, image)
+
+        stages = [Stage((0,), start)]
+        for b in range(self.num_blocks):
+            if b > 0:
+                stages.append(Stage((2 * b,), lambda s, wp, b=b: second_conv(s, wp, b)))
+            stages.append(Stage((2 * b + 1,), lambda s, wp, b=b: output_then_up(s, wp, b)))
+        return stages
 
 
 class StyleGAN2Generator(nn.Module):
@@ -371,6 +398,10 @@ class StyleGAN2Generator(nn.Module):
                 f"check that the codes come from the same model"
             )
         return self.synthesis(wp)
+
+    def synthesis_stages(self) -> list[Stage]:
+        """`synthesize` as stages (`rescore.models.stages`), for generator-prefix reuse."""
+        return self.synthesis.stages()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, Z] -> images [B, 3, R, R], with the model's truncation."""

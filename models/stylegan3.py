@@ -35,6 +35,7 @@ from torch import nn
 from .base import truncate
 from .checkpoints import load_strict
 from .errors import CheckpointError, RescoreError, ShapeMismatchError
+from .stages import Stage, State, run_stages
 
 if TYPE_CHECKING:  # the registry imports this module lazily; no import cycle at run time
     from .registry import GeneratorOptions
@@ -555,10 +556,24 @@ class SynthesisNetwork(nn.Module):
             self.layers.append(layer)
 
     def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        x = self.input(ws[:, 0])  # [B, C0, S0, S0]
-        for index, layer in enumerate(self.layers):
-            x = layer(x, ws[:, index + 1])
-        return x * self.output_scale if self.output_scale != 1 else x  # [B, 3, R, R]
+        return run_stages(self.stages(), (), ws)
+
+    def stages(self) -> list[Stage]:
+        """Synthesis as stages (forward runs them): the Fourier input reads code 0, layer i code
+        i + 1; the last (ToRGB) applies the output scale."""
+        last = len(self.layers) - 1
+
+        def layer(state: State, ws: torch.Tensor, index: int) -> State:
+            x = self.layers[index](state[0], ws[:, index + 1])
+            if index == last and self.output_scale != 1:
+                x = x * self.output_scale  # [B, 3, R, R]
+            return (x,)
+
+        stages = [Stage((0,), lambda s, ws: (self.input(ws[:, 0]),))]  # [B, C0, S0, S0]
+        stages += [
+            Stage((i + 1,), lambda s, ws, i=i: layer(s, ws, i)) for i in range(len(self.layers))
+        ]
+        return stages
 
 
 # ------------------------------------------------------------------------------------------------
@@ -634,6 +649,11 @@ class StyleGAN3Generator(nn.Module):
                 f"check that the codes come from the same model"
             )
         return self.synthesis(wp.float())
+
+    def synthesis_stages(self) -> list[Stage]:
+        """`synthesize` as stages (`rescore.models.stages`), for generator-prefix reuse. The
+        codes reach them as `synthesize` passes them (float32)."""
+        return self.synthesis.stages()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, Z] -> images [B, 3, R, R], with the model's truncation."""

@@ -29,6 +29,7 @@ from torch import nn
 
 from .base import truncate
 from .errors import RescoreError, ShapeMismatchError
+from .stages import Stage, State, run_stages
 from .synthetic_render import (
     BOX_ASPECT,
     BOX_VALUE,
@@ -37,6 +38,7 @@ from .synthetic_render import (
     FACTORS,
     FLOOR_VALUE,
     LAYER_GROUPS,
+    PAINTERS,
     PICTURE_BOX,
     PICTURE_REGION,
     PICTURE_VALUE,
@@ -46,7 +48,6 @@ from .synthetic_render import (
     first_row_at,
     pixel_centres,
     region_slices,
-    render_scene,
     scene_coverage,
     scene_segmentation,
     speck_pattern,
@@ -139,6 +140,7 @@ class SyntheticSceneGenerator(nn.Module):
         self.edge_softness = edge_softness
         self.factor_names: tuple[str, ...] = FACTOR_NAMES
         self.factor_layers: dict[str, tuple[int, ...]] = {f.name: groups[f.group] for f in FACTORS}
+        self.group_layers: dict[str, tuple[int, ...]] = groups
 
         # Seeded tensors, drawn in a fixed order: they *are* the model (persistent buffers).
         rng = torch.Generator().manual_seed(seed)
@@ -196,9 +198,35 @@ class SyntheticSceneGenerator(nn.Module):
     def factor_codes(self, wp: torch.Tensor) -> torch.Tensor:
         """Ground-truth factor codes t_f (before squashing): wp [B, L, D] -> [B, F]."""
         self._check_wp(wp)
-        styles = (wp - self.w_avg) @ self.style_weight().T  # [B, L, C]
-        mixed = torch.einsum("blc,lcf->bf", styles, self.style_read_out)  # [B, F]
+        mixed = wp.new_zeros(wp.shape[0], len(self.factor_names))  # [B, F]
+        for group in LAYER_GROUPS:
+            mixed = self._read_group(mixed, wp, group)
         return mixed / self.factor_scale
+
+    def _read_group(self, mixed: torch.Tensor, wp: torch.Tensor, group: str) -> torch.Tensor:
+        """Add the style read-out of one layer group's codes to the factor sums mixed [B, F]
+        (group by group, so the sums of earlier groups can be reused when later codes move)."""
+        layers = self.group_layers[group]
+        styles = (wp[:, layers[0] : layers[-1] + 1] - self.w_avg) @ self.style_weight().T
+        read_out = self.style_read_out[layers[0] : layers[-1] + 1]  # [l, C, F]
+        return mixed + torch.einsum("blc,lcf->bf", styles, read_out)  # [B, F]
+
+    def synthesis_stages(self) -> list[Stage]:
+        """`synthesize` as stages (`rescore.models.stages`), one per layer group in
+        `LAYER_GROUPS` order: read the group's codes into the factor sums (state [B, F]), then
+        paint what the group's factors decide (`synthetic_render.PAINTERS`), beside the sums."""
+
+        def stage(state: State, wp: torch.Tensor, index: int) -> State:
+            mixed = state[0] if state else wp.new_zeros(wp.shape[0], len(self.factor_names))
+            mixed = self._read_group(mixed, wp, LAYER_GROUPS[index])  # [B, F]
+            values = self._squash(mixed / self.factor_scale)  # final for this group's factors
+            painted = PAINTERS[index](values, state[1:], self.speck_pattern, self.edge_softness)
+            return painted if index == len(PAINTERS) - 1 else (mixed, *painted)
+
+        return [
+            Stage(self.group_layers[group], lambda s, wp, i=i: stage(s, wp, i))
+            for i, group in enumerate(LAYER_GROUPS)
+        ]
 
     def style_weight(self) -> torch.Tensor:
         """The style channels' weight rows [C, D]: channel c reads its factor's direction."""
@@ -212,12 +240,16 @@ class SyntheticSceneGenerator(nn.Module):
 
     def factor_values(self, wp: torch.Tensor) -> torch.Tensor:
         """Ground-truth factor values in their physical units (`FACTORS` ranges): [B, F]."""
-        squashed = torch.sigmoid(self.factor_codes(wp))  # [B, F]
-        return self.factor_low + (self.factor_high - self.factor_low) * squashed
+        return self._squash(self.factor_codes(wp))
+
+    def _squash(self, codes: torch.Tensor) -> torch.Tensor:
+        """Factor codes [B, F] -> values in their physical units [B, F]."""
+        return self.factor_low + (self.factor_high - self.factor_low) * torch.sigmoid(codes)
 
     def synthesize(self, wp: torch.Tensor) -> torch.Tensor:
         """Synthesis: wp [B, L, D] -> images [B, 3, R, R] float32 in [-1, 1]."""
-        return render_scene(self.factor_values(wp), self.speck_pattern, self.edge_softness)
+        self._check_wp(wp)
+        return run_stages(self.synthesis_stages(), (), wp)
 
     def segmentation(self, wp: torch.Tensor) -> torch.Tensor:
         """The renderer's true segmentation of synthesize(wp): labels [B, R, R] int64 indexing

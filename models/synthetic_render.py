@@ -152,13 +152,30 @@ def scene_coverage(
 
     factors [B, F] in `FACTOR_NAMES` order (physical units); what `render_scene` paints with.
     """
-    horizon, tilt, size, box_x, presence = factors[:, :5].unbind(1)
-    res = resolution
-    c = pixel_centres(res, factors.device)
-    x = c.view(1, 1, res)  # [1, 1, R]
-    y = c.view(1, res, 1)  # [1, R, 1]
+    floor = floor_coverage(factors, resolution, softness)
+    return (floor, *object_coverage(factors, resolution, softness))
+
+
+def _grid(resolution: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    c = pixel_centres(resolution, device)
+    return c.view(1, 1, resolution), c.view(1, resolution, 1)  # x [1, 1, R], y [1, R, 1]
+
+
+def floor_coverage(factors: torch.Tensor, resolution: int, softness: float) -> torch.Tensor:
+    """Soft coverage of the floor [B, R, R] (reads the layout factors only)."""
+    horizon, tilt = factors[:, :2].unbind(1)
+    x, y = _grid(resolution, factors.device)
     line = horizon.view(-1, 1, 1) + tilt.view(-1, 1, 1) * (x - 0.5)  # [B, 1, R]
-    floor = _soft_inside((line - y) * res, softness)  # [B, R, R]
+    return _soft_inside((line - y) * resolution, softness)  # [B, R, R]
+
+
+def object_coverage(
+    factors: torch.Tensor, resolution: int, softness: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft coverage of the picture (times its opacity) and the box [B, R, R] (object factors)."""
+    size, box_x, presence = factors[:, 2:5].unbind(1)
+    res = resolution
+    x, y = _grid(res, factors.device)
     px0, py0, px1, py1 = PICTURE_BOX
     picture_dist = torch.maximum(
         (x - (px0 + px1) / 2).abs() - (px1 - px0) / 2,
@@ -170,7 +187,7 @@ def scene_coverage(
     box_dist = _rounded_box_distance(
         x, y, box_x.view(-1, 1, 1), BOX_BASE - half_h, half_w, half_h, BOX_CORNER * half_w
     )  # [B, R, R]
-    return floor, picture, _soft_inside(box_dist * res, softness)
+    return picture, _soft_inside(box_dist * res, softness)
 
 
 def scene_segmentation(factors: torch.Tensor, resolution: int, softness: float) -> torch.Tensor:
@@ -193,28 +210,55 @@ def render_scene(factors: torch.Tensor, pattern: torch.Tensor, softness: float) 
 
     Wall and floor share one chroma and the box and picture are grey, so the image is
     chroma [B, 3] x coloured brightness [B, R, R] + grey brightness [B, R, R]: every layer below is
-    painted on one channel and the three channels are formed once at the end.
+    painted on one channel and the three channels are formed once at the end. The painting runs
+    in `PAINTERS` steps, one per factor group in `LAYER_GROUPS` order, each reading its group's
+    factors only (so a generator can reuse the steps before a moved group).
     """
-    (horizon, tilt, size, box_x, presence, lighting, clutter, hue, saturation) = factors.unbind(1)
-    floor, picture, box = scene_coverage(factors, pattern.shape[-1], softness)  # [B, R, R] each
+    painted: tuple[torch.Tensor, ...] = ()
+    for paint in PAINTERS:
+        painted = paint(factors, painted, pattern, softness)
+    return painted[0]
 
-    # 1. Wall over floor, split by the tilted horizon line; specks multiply the brightness, so
-    # they never change hue or saturation.
+
+Painted = tuple[torch.Tensor, ...]
+
+
+def paint_layout(factors: torch.Tensor, _: Painted, pattern: torch.Tensor, softness: float):
+    """1. Wall over floor, split by the tilted horizon line: brightness [B, R, R]."""
+    floor = floor_coverage(factors, pattern.shape[-1], softness)  # [B, R, R]
+    return (WALL_VALUE + (FLOOR_VALUE - WALL_VALUE) * floor,)
+
+
+def paint_objects(factors: torch.Tensor, painted: Painted, pattern: torch.Tensor, softness: float):
+    """2. The picture and the box: their coverages [B, R, R], beside the layout's brightness."""
+    return (*painted, *object_coverage(factors, pattern.shape[-1], softness))
+
+
+def paint_attributes(
+    factors: torch.Tensor, painted: Painted, pattern: torch.Tensor, softness: float
+):
+    """3. Specks multiply the background brightness (never its hue or saturation), the picture
+    (dark grey, opacity `object_presence`) and the white box cover it, lighting scales all:
+    -> (grey offset [B, 1, R, R], coloured brightness [B, 1, R, R]), both in [-1, 1] terms."""
+    base, picture, box = painted
+    lighting, clutter = factors[:, 5], factors[:, 6]
     speck_gain = torch.addcmul(
         torch.ones_like(pattern), (CLUTTER_MAX * clutter).view(-1, 1, 1), pattern
     )  # [B, R, R]
-    coloured = (WALL_VALUE + (FLOOR_VALUE - WALL_VALUE) * floor) * speck_gain  # [B, R, R]
-
-    # 2. The picture: a dark grey rectangle whose opacity is `object_presence`.
+    coloured = base * speck_gain  # [B, R, R]
     coloured = coloured * (1.0 - picture)
     grey = PICTURE_VALUE * picture  # [B, R, R]
-
-    # 3. The box: a white rounded box standing on the floor at x = `object_x`.
     coloured = coloured * (1.0 - box)
     grey = grey + (BOX_VALUE - grey) * box
-
-    # 4. Lighting scales everything; form RGB and map [0, 1] -> [-1, 1].
     scale = 2.0 * lighting.view(-1, 1, 1, 1)
-    chroma = hsv_to_rgb(hue, saturation, 1.0).view(-1, 3, 1, 1)  # [B, 3, 1, 1]
-    offset = scale * grey.unsqueeze(1) - 1.0  # [B, 1, R, R]
-    return torch.addcmul(offset, chroma, scale * coloured.unsqueeze(1))  # [B, 3, R, R]
+    return scale * grey.unsqueeze(1) - 1.0, scale * coloured.unsqueeze(1)  # [B, 1, R, R] each
+
+
+def paint_colour(factors: torch.Tensor, painted: Painted, pattern: torch.Tensor, softness: float):
+    """4. Form RGB from the wall's chroma: -> (images [B, 3, R, R],)."""
+    offset, coloured = painted
+    chroma = hsv_to_rgb(factors[:, 7], factors[:, 8], 1.0).view(-1, 3, 1, 1)  # [B, 3, 1, 1]
+    return (torch.addcmul(offset, chroma, coloured),)  # [B, 3, R, R]
+
+
+PAINTERS = (paint_layout, paint_objects, paint_attributes, paint_colour)  # `LAYER_GROUPS` order
