@@ -110,12 +110,9 @@ def _rescore_arrays(path: Path) -> dict[str, bytes]:
     return {name: store.group[name][:].tobytes() for name in sorted(store.group.array_keys())}
 
 
-@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed-k", "adaptive-k"])
-def test_rescore_on_two_ray_workers_equals_one_process(tmp_path, local_ray, adaptive):
-    spec = _spec("toy_models:build_bounded_toy_predictor")
-    target = CiTarget(0.08, ("red", "green")) if adaptive else None
-    config = RescoreConfig(num_latents=400 if adaptive else 40, chunk_size=8, batch_size=4)
-    config = RescoreConfig(**{**config.__dict__, "target": target})
+def _same_rescore_on_one_process_and_two_ray_workers(tmp_path, spec, config) -> dict:
+    """Sample, fit and rescore once locally and once on 2 Ray workers; assert every array, the
+    CSV and the `finished` record are equal; return the Ray run's `finished` record."""
     runs = {}
     for name, executor in (("one", ExecutorSpec()), ("ray", ExecutorSpec("ray", workers=2))):
         run = RunDirectory(tmp_path / name)
@@ -128,9 +125,19 @@ def test_rescore_on_two_ray_workers_equals_one_process(tmp_path, local_ray, adap
     assert runs["ray"].table.read_text() == runs["one"].table.read_text()
     finished = open_rescore(runs["ray"].rescore_store).meta["finished"]
     assert finished == open_rescore(runs["one"].rescore_store).meta["finished"]
+    assert open_rescore(runs["ray"].rescore_store).meta["session"]["executor"] == "ray"
+    return finished
+
+
+@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed-k", "adaptive-k"])
+def test_rescore_on_two_ray_workers_equals_one_process(tmp_path, local_ray, adaptive):
+    spec = _spec("toy_models:build_bounded_toy_predictor")
+    target = CiTarget(0.08, ("red", "green")) if adaptive else None
+    config = RescoreConfig(num_latents=400 if adaptive else 40, chunk_size=8, batch_size=4)
+    config = RescoreConfig(**{**config.__dict__, "target": target})
+    finished = _same_rescore_on_one_process_and_two_ray_workers(tmp_path, spec, config)
     if adaptive:  # the run really stopped early, at the same K, for a boundary
         assert finished["reason"] == "target_met" and min(finished["k"].values()) < 400
-    assert open_rescore(runs["ray"].rescore_store).meta["session"]["executor"] == "ray"
 
 
 def test_rescore_with_elimination_on_two_ray_workers_equals_one_process(tmp_path, local_ray):
@@ -140,17 +147,6 @@ def test_rescore_with_elimination_on_two_ray_workers_equals_one_process(tmp_path
     spec = _spec("toy_models:build_bounded_toy_predictor")
     config = RescoreConfig(num_latents=200, chunk_size=8, batch_size=4)
     config = RescoreConfig(**{**config.__dict__, "eliminate": EliminationSpec()})
-    runs = {}
-    for name, executor in (("one", ExecutorSpec()), ("ray", ExecutorSpec("ray", workers=2))):
-        run = RunDirectory(tmp_path / name)
-        sample_step(run, spec, BACKEND, CONFIG, progress=False)
-        fit_step(run, FitConfig(chosen_num=10, semantics=("red", "green")), progress=False)
-        rescore_step(run, BACKEND, config, spec=spec, executor=executor, progress=False)
-        runs[name] = run
-    one, distributed = (_rescore_arrays(runs[n].rescore_store) for n in ("one", "ray"))
-    assert distributed == one
-    assert runs["ray"].table.read_text() == runs["one"].table.read_text()
-    finished = open_rescore(runs["ray"].rescore_store).meta["finished"]
-    assert finished == open_rescore(runs["one"].rescore_store).meta["finished"]
+    finished = _same_rescore_on_one_process_and_two_ray_workers(tmp_path, spec, config)
     counts = [b["k_per_layer_set"] for b in finished["elimination"]["boundaries"].values()]
     assert min(min(c.values()) for c in counts) < 200  # a layer really was eliminated
