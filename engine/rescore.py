@@ -56,7 +56,7 @@ from .scoring import (
     uses_prefix_reuse,
 )
 from .spec import ModelSpec
-from .stats import CI_METHODS, GainAccumulator, accumulate, eliminator_for, gains, iter_chunk_gains
+from .stats import CI_METHODS, GainAccumulator, accumulate, eliminator_for, gains
 from .store import ArraySpec, ChunkedStore
 from .zspace import moved_z_codes
 
@@ -199,11 +199,12 @@ def rescore_boundaries(
             "session": session_record(session),
         },
     )
-    accumulators, sequences = accumulate(store)  # resumes the statistics of completed chunks
-    eliminator = None
-    if config.eliminate:  # replays its decisions on the completed chunks
-        eliminator, sequences = eliminator_for(store), None
-        eliminator.replay((g, a) for _, g, a in iter_chunk_gains(store))
+    # one pass over the completed chunks resumes the statistics and the elimination's decisions
+    eliminator = eliminator_for(store) if config.eliminate else None
+    replay = None if eliminator is None else (lambda g, a: eliminator.replay([(g, a)]))
+    accumulators, sequences = accumulate(store, replay)
+    if eliminator is not None:
+        sequences = None  # elimination keeps its own sequences (`Eliminator`)
     active = np.array(
         [
             not _met(q, config.target, targeted, scored_sets[b])

@@ -16,7 +16,7 @@ sets (see `peaks` for the simultaneous peak-layer sets). Everything is merged ch
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -305,13 +305,17 @@ def moved_sets(store: ChunkedStore, start: int, stop: int) -> np.ndarray | None:
 
 def accumulate(
     store: ChunkedStore,
+    on_chunk: Callable[[np.ndarray, np.ndarray], None] | None = None,
 ) -> tuple[list[GainAccumulator], list[ConfidenceSequence] | None]:
     """One accumulator (and, for adaptive stores, one confidence sequence) per boundary over the
-    store's completed chunks, in sample order."""
+    store's completed chunks, in sample order. `on_chunk(gains [n, M, K, S], active [n, M])` sees
+    every chunk too, in the same pass (e.g. an elimination replaying its decisions)."""
     _, num_boundaries, num_sets, num_semantics = store.array("manipulated").shape
     accumulators = [GainAccumulator(num_sets, num_semantics) for _ in range(num_boundaries)]
     sequences = sequences_for(store)
     for index, chunk_gains, active in iter_chunk_gains(store):
+        if on_chunk is not None:
+            on_chunk(chunk_gains, active)
         moved = moved_sets(store, *store.chunk_range(index))
         for m, accumulator in enumerate(accumulators):
             rows = chunk_gains[active[:, m], m]
