@@ -29,6 +29,7 @@ from workloads import Workload, relative_error, stylegan_places, synthetic_scene
 
 from rescore.engine.scoring import score_layer_sets_on_grid
 from rescore.export.backends import BackendSpec, open_session
+from rescore.export.onnx import STAGED_GRAPH
 from rescore.export.ort import OrtSession
 from rescore.export.prefix import entry_stages, stage_flops, synthesis_stages
 from rescore.kernels.manipulate import layer_sets_all_and_each
@@ -57,6 +58,15 @@ def open_backend(workload: Workload, backend: str, cache: Path):
             spin=False,
         )  # fmt: skip
     return session
+
+
+def staged_megabytes(session) -> float:
+    """MB on disk of an ONNX Runtime session's staged graphs (stage_<e>, scorer); 0 for torch."""
+    graphs = getattr(session, "graphs", None)
+    if graphs is None:
+        return 0.0
+    files = [p for p in graphs.directory.glob("*.onnx") if STAGED_GRAPH.fullmatch(p.stem)]
+    return sum(p.stat().st_size for p in files) / 1e6
 
 
 def report(workload: Workload, backend: str, latents: int, batch: int, repeats: int, cache: Path):
@@ -90,7 +100,8 @@ def report(workload: Workload, backend: str, latents: int, batch: int, repeats: 
         f"| {workload.label} | {backend} | {len(sets)} | {latents} x B {batch} | "
         f"{saved_synthesis:.1%} | {saved_pass:.1%} | {off_s / latents:.3f} | "
         f"{on_s / latents:.3f} | {off_s / on_s:.2f}x | {relative_error(on, off):.1e} | "
-        f"{'yes' if np.array_equal(on, off) else 'no'} | {warm_reuse:.0f} |",
+        f"{'yes' if np.array_equal(on, off) else 'no'} | {warm_reuse:.0f} | "
+        f"{staged_megabytes(session):.0f} |",
         flush=True,
     )
 
@@ -112,8 +123,8 @@ def main() -> None:
     print(
         "| model | backend | layer sets | latents x micro-batch | synthesis FLOPs saved (net) "
         "| pass FLOPs saved (net) | reuse off s/latent | reuse on s/latent | speed-up "
-        "| max rel diff | bit-identical | warm-up s (staged export) |\n"
-        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
+        "| max rel diff | bit-identical | warm-up s (staged export) | staged graphs MB |\n"
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:

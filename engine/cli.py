@@ -824,7 +824,7 @@ def export_command(
         typer.Option(
             help="mapping, synthesis, predictors, fused (repeatable; default all). Predictors "
             "that read generator features (lineargan) are exported only inside fused. staged: "
-            "the prefix-reuse graphs (prefix, suffix_<e>), on request."
+            "the prefix-reuse graphs (stage_<e> per synthesis stage, scorer), on request."
         ),
     ] = [],
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 18).")] = 18,

@@ -10,7 +10,6 @@ Either way `graph(name)` returns a checked `ExportedGraph`: its sidecar must nam
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,12 +17,19 @@ from pathlib import Path
 from rescore.models.base import Generator, Predictor
 
 from .cache import CorruptCacheError, discard_graph, graph_cache_key, model_digest
-from .onnx import ExportedGraph, ExportError, ExportSettings, export_part, file_digest, read_sidecar
+from .onnx import (
+    STAGED_GRAPH,
+    ExportedGraph,
+    ExportError,
+    ExportSettings,
+    export_part,
+    file_digest,
+    read_sidecar,
+)
 
 log = logging.getLogger(__name__)
 
 GRAPH_NAMES = ("mapping", "synthesis", "fused")
-STAGED_GRAPH = re.compile(r"prefix|suffix_\d+")  # the ``staged`` part's files (`staged.py`)
 
 
 class GraphFiles:
@@ -39,7 +45,8 @@ class GraphFiles:
         self.directory = Path(directory)
         self.model_digest = digest
         self._export = export
-        self.staged = staged or (self.directory / "prefix.onnx").is_file()
+        # older exports' prefix/suffix files are ignored: only stage_0 marks the staged part
+        self.staged = staged or (self.directory / "stage_0.onnx").is_file()
 
     @classmethod
     def cached(
@@ -72,8 +79,8 @@ class GraphFiles:
         return cls(Path(directory), model_digest(generator, predictors), None)
 
     def graph(self, name: str) -> ExportedGraph:
-        """The checked graph `name` (one of `GRAPH_NAMES`, or a staged graph: ``prefix``,
-        ``suffix_<entry>``), exporting it (its part) first if cached."""
+        """The checked graph `name` (one of `GRAPH_NAMES`, or a staged graph: ``stage_<e>``,
+        ``scorer``), exporting it first if cached."""
         staged = STAGED_GRAPH.fullmatch(name) is not None
         part = "staged" if staged else name  # a user exports them together
         if not staged and name not in GRAPH_NAMES:

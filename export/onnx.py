@@ -49,7 +49,8 @@ SIDECAR_VERSION = 1
 MIN_OPSET = 18
 BATCH_AXIS = "batch"
 PARTS = ("mapping", "synthesis", "predictors", "fused")
-OPTIONAL_PARTS = ("staged",)  # prefix + one suffix per entry stage (`staged.py`), on request
+OPTIONAL_PARTS = ("staged",)  # one graph per synthesis stage + the scorer (`staged.py`), on request
+STAGED_GRAPH = re.compile(r"stage_\d+|scorer")  # the ``staged`` part's files
 # Modules whose arithmetic is exact only in float32 (see rescore.models.resize): their nodes are
 # listed in the sidecar so reduced-precision builds keep them in float32.
 FLOAT32_MODULES: tuple[type[nn.Module], ...] = (PilBilinearResize,)
@@ -278,7 +279,7 @@ def export_part(
             for index, predictor in enumerate(predictors)
             if index not in readers
         ]
-    if part == "staged" or part == "prefix" or re.fullmatch(r"suffix_\d+", part):
+    if part == "staged" or STAGED_GRAPH.fullmatch(part):
         from .staged import export_staged
 
         only = None if part == "staged" else part
@@ -385,7 +386,12 @@ def read_sidecar(path: Path) -> ExportedGraph:
 
 
 # part file stem -> (input name, output name) that `export_part` writes
-_PART_IO = {"mapping": ("z", "w"), "synthesis": ("wp", "images"), "fused": ("wp", "scores")}
+_PART_IO = {
+    "mapping": ("z", "w"),
+    "synthesis": ("wp", "images"),
+    "fused": ("wp", "scores"),
+    "scorer": ("images", "scores"),
+}
 
 
 def _check_sidecar(path: Path, side: Path, meta: dict[str, Any]) -> None:
@@ -409,7 +415,7 @@ def _check_sidecar(path: Path, side: Path, meta: dict[str, Any]) -> None:
             f"sidecar {side} describes {meta['file']}, not {path.name} (files swapped?); {fix}"
         )
     stem = path.stem
-    many = stem == "prefix" or re.fullmatch(r"suffix_\d+", stem) is not None  # staged graphs
+    many = re.fullmatch(r"stage_\d+", stem) is not None  # a stage hands on several tensors
     for entries in (meta["inputs"], meta["outputs"]):
         named = all(isinstance(e, dict) and "name" in e for e in entries)
         if not named or not (len(entries) >= 1 if many else len(entries) == 1):
@@ -563,6 +569,8 @@ def _quiet_exporter() -> Iterator[None]:
             # Modules that cache constant tensors as plain attributes (the resize matrices) get
             # them baked into the graph as constants, which is what we want.
             warnings.filterwarnings("ignore", message=".*assigned during export")
+            # Graphs with several batched inputs (staged graphs) share one batch axis; said once.
+            warnings.filterwarnings("ignore", message=".*shares the same shape constraints")
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):

@@ -189,46 +189,68 @@ class OrtSession:
         session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
 
-    def _run_named(self, opened: tuple[Any, ExportedGraph], feeds: dict) -> list[np.ndarray]:
-        """Every output of a graph with several inputs (staged graphs; host arrays both ways)."""
+    def _value(self, array: np.ndarray) -> Any:
+        """A float32 host array as an `OrtValue` on the session's device (one upload)."""
+        array = np.ascontiguousarray(array, np.float32)
+        return self._ort.OrtValue.ortvalue_from_numpy(array, self.device.type, self._device_id)
+
+    def _run_values(self, opened: tuple[Any, ExportedGraph], feeds: dict[str, Any]) -> list[Any]:
+        """Every output of a graph with several inputs (staged graphs): `OrtValue`s in, bound by
+        name (a graph's unused inputs are skipped), `OrtValue`s out on the session's device, so a
+        state handed from stage to stage never crosses to the host."""
         session, graph = opened
-        inputs = {name: np.ascontiguousarray(feeds[name], np.float32) for name in graph.input_names}
-        return session.run(graph.output_names, inputs)
+        binding = session.io_binding()
+        for name in graph.input_names:
+            binding.bind_ortvalue_input(name, feeds[name])
+        for name in graph.output_names:
+            binding.bind_output(name, self.device.type, self._device_id)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()
 
 
 class OrtPrefixReuse:
-    """`rescore.export.prefix.PrefixReuse` on ONNX Runtime: prefix.onnx gives the input state of
-    every stage; suffix_{e}.onnx scores from stage e (`rescore.export.staged`). States are host
-    arrays."""
+    """`rescore.export.prefix.PrefixReuse` on ONNX Runtime from the staged graphs
+    (`rescore.export.staged`): stage_{e}.onnx runs stage e, scorer.onnx scores images. The prefix
+    chains stages 0 .. S-2 keeping each state, a suffix chains stages e .. S-1 and the scorer.
+    States are `OrtValue`s on the session's device; only scores come back to the host."""
 
     def __init__(self, session: OrtSession) -> None:
         self._session = session
-        prefix = session.graphs.graph("prefix")
-        if tuple(prefix.meta.get("semantic_names", ())) != session.semantic_names:
+        graphs = session.graphs
+        scorer = graphs.graph("scorer")
+        if tuple(scorer.meta.get("semantic_names", ())) != session.semantic_names:
             raise ExportError(
-                f"{prefix.path} scores other semantics than the predictors loaded now; "
+                f"{scorer.path} scores other semantics than the predictors loaded now; "
                 f"export again with `rescore export --part staged`"
             )
-        self.stage_layers = [tuple(layers) for layers in prefix.meta["stage_layers"]]
-        self._sizes = list(prefix.meta["state_sizes"])
-        self._prefix = session._open(prefix, spin=False)
-        self._suffixes: dict[int, tuple[Any, ExportedGraph]] = {}
+        layers = scorer.meta["stage_layers"]  # every staged sidecar records the same layout
+        stages = [graphs.graph(f"stage_{e}") for e in range(len(layers))]
+        for graph in stages:
+            if graph.meta.get("stage_layers") != layers:
+                raise ExportError(
+                    f"{graph.path} splits synthesis otherwise than {scorer.path} (files of two "
+                    f"exports mixed); export again with `rescore export --part staged`"
+                )
+        self.stage_layers = [tuple(stage) for stage in layers]
+        self._stages = [session._open(graph, spin=False) for graph in stages]
+        self._scorer = session._open(scorer, spin=False)
 
     def entries(self, layer_sets: np.ndarray) -> np.ndarray:
         return entries_of(self.stage_layers, layer_sets)
 
-    def prefix(self, wp: np.ndarray) -> list[list[np.ndarray]]:
-        outputs = self._session._run_named(self._prefix, {"wp": wp})
-        states, start = [[]], 0
-        for size in self._sizes[1:]:
-            states.append(outputs[start : start + size])
-            start += size
+    def prefix(self, wp: np.ndarray) -> list[list[Any]]:
+        codes, states = self._session._value(wp), [[]]
+        for index in range(len(self._stages) - 1):
+            states.append(self._step(index, states[-1], codes))
         return states
 
-    def suffix(self, entry: int, state: list[np.ndarray], wp: np.ndarray) -> np.ndarray:
-        if entry not in self._suffixes:
-            self._suffixes[entry] = self._session._open(
-                self._session.graphs.graph(f"suffix_{entry}"), spin=False
-            )
-        feeds = {f"x{entry}_{i}": array for i, array in enumerate(state)}
-        return self._session._run_named(self._suffixes[entry], {**feeds, "wp": wp})[0]
+    def suffix(self, entry: int, state: list[Any], wp: np.ndarray) -> np.ndarray:
+        codes = self._session._value(wp)
+        for index in range(entry, len(self._stages)):
+            state = self._step(index, state, codes)  # the last stage's: [images]
+        return self._session._run_values(self._scorer, {"images": state[0]})[0].numpy()
+
+    def _step(self, index: int, state: list[Any], codes: Any) -> list[Any]:
+        """Stage `index` from its input state (OrtValues) with codes (an OrtValue)."""
+        feeds = {f"x{index}_{i}": value for i, value in enumerate(state)}
+        return self._session._run_values(self._stages[index], {**feeds, "wp": codes})

@@ -1,13 +1,17 @@
 """Staged ONNX graphs for generator-prefix reuse on compiled backends (the ``staged`` part).
 
-    prefix.onnx     wp [B, L, D] -> the input state of stages 1 .. S-1 (tensors x{e}_{i})
-    suffix_{e}.onnx (x{e}_0, ..., wp) -> scores [B, S]: stages e.. and the fused predictors
+    stage_{e}.onnx  (x{e}_0, ..., wp) -> x{e+1}_0, ...    stage e of synthesis alone (stage 0 takes
+                                                           wp only; the last gives images)
+    scorer.onnx     images [B, 3, H, W] -> scores [B, S]   the exact resize and every predictor
 
-Entry stage 0 needs no graph of its own (it is the fused graph). The prefix sidecar records
-which code layers each stage consumes (`stage_layers`) and how many tensors each stage's input
-state holds (`state_sizes`), so a session can pick entries and split the prefix outputs without
-the generator. Built from the same `synthesis_stages()` as the torch path
-(`rescore.export.prefix`); parity: tests/export/test_staged.py.
+prefix(wp) chains stage_0 .. stage_{S-2}, keeping each state; suffix(e, state, wp) chains
+stage_e .. stage_{S-1} and the scorer (`rescore.export.ort.OrtPrefixReuse`). Each weight is
+exported once, so the graphs together weigh about one synthesis plus one set of predictors and
+cost about one fused export. Every sidecar records which code layers each stage consumes
+(`stage_layers`), how many tensors each stage's input state holds (`state_sizes`) and the
+semantic names, so a session reads them from whichever graph it opens first, without the
+generator. Built from the same `synthesis_stages()` as the torch path (`rescore.export.prefix`);
+parity: tests/export/test_staged.py.
 """
 
 from __future__ import annotations
@@ -21,38 +25,39 @@ from torch import nn
 
 from rescore.models.base import Generator, Predictor
 from rescore.models.fused import ScoringPass
-from rescore.models.stages import Stage, run_stages
+from rescore.models.stages import Stage
 
 from .onnx import ExportedGraph, ExportError, ExportSettings, _example_codes, export_graph
 from .prefix import stage_inputs, synthesis_stages
 
 
-class PrefixGraph(nn.Module):
-    """wp [B, L, D] -> every tensor of the input states of stages 1 .. S-1, in stage order."""
+class StageGraph(nn.Module):
+    """Stage `index` of synthesis: (tensors of its input state..., wp) -> its output state."""
 
-    def __init__(self, generator: Generator, stages: Sequence[Stage]) -> None:
+    def __init__(self, generator: Generator, stages: Sequence[Stage], index: int) -> None:
         super().__init__()
-        self.generator = generator  # registered, so its weights travel with the graph
-        self.stages = list(stages)
+        self.generator = generator  # registered, so the stage's weights travel with the graph
+        self.stage = stages[index]
 
-    def forward(self, wp: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        states = stage_inputs(self.stages, wp)[1:]
-        return tuple(tensor for state in states for tensor in state)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        *state, wp = inputs
+        return tuple(self.stage.run(tuple(state), wp))
 
 
-class SuffixGraph(nn.Module):
-    """(tensors of stage `entry`'s input state..., wp) -> scores [B, S]."""
+class ScorerGraph(nn.Module):
+    """images [B, 3, H, W] -> scores [B, S]: `ScoringPass.score_images` (resize + predictors)."""
 
-    def __init__(self, scoring_pass: ScoringPass, stages: Sequence[Stage], entry: int) -> None:
+    def __init__(self, scoring_pass: ScoringPass) -> None:
         super().__init__()
         self.scoring_pass = scoring_pass
-        self.stages = list(stages)
-        self.entry = entry
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        *state, wp = inputs
-        images = run_stages(self.stages, tuple(state), wp, self.entry)  # [B, 3, H, W]
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.scoring_pass.score_images(images)
+
+
+def staged_names(count: int) -> list[str]:
+    """The staged part's graph names for `count` stages: stage_0 .. stage_{count-1}, scorer."""
+    return [*(f"stage_{e}" for e in range(count)), "scorer"]
 
 
 def export_staged(
@@ -64,8 +69,8 @@ def export_staged(
     meta: dict[str, Any] | None = None,
     only: str | None = None,
 ) -> list[ExportedGraph]:
-    """Export prefix.onnx and suffix_{e}.onnx (e = 1 .. S-1) into `directory`, or only the one
-    named `only` (``prefix``, ``suffix_<e>``: a cache exports what a run needs)."""
+    """Export stage_{e}.onnx (e = 0 .. S-1) and scorer.onnx into `directory`, or only the one
+    named `only` (a cache rebuilds a single corrupt entry without the rest)."""
     settings = settings or ExportSettings()
     stages = synthesis_stages(generator)
     scoring_pass = ScoringPass(generator, predictors).eval()
@@ -74,10 +79,14 @@ def export_staged(
             f"{type(generator).__name__} has no synthesis stages (or a predictor reads generator "
             f"features), so there is no prefix to reuse; drop the staged part"
         )
+    names = staged_names(len(stages))
+    if only not in (None, *names):
+        raise ExportError(f"unknown staged graph '{only}'; choose from {', '.join(names)}")
     example = _example_codes(generator)  # [2, L, D]
     with torch.no_grad():
-        states = stage_inputs(stages, example)  # [()] + one state per later stage
-    names = [[f"x{e}_{i}" for i in range(len(state))] for e, state in enumerate(states)]
+        states = stage_inputs(stages, example)  # [()] + the input of every later stage
+        images = stages[-1].run(states[-1], example)[0]  # [2, 3, H, W]
+    inputs = [[f"x{e}_{i}" for i in range(len(state))] for e, state in enumerate(states)]
     common = {
         **(meta or {}),
         "semantic_names": list(scoring_pass.semantic_names),
@@ -85,33 +94,27 @@ def export_staged(
         "state_sizes": [len(state) for state in states],
     }
     graphs = []
-    if only in (None, "prefix"):
-        graphs.append(
-            export_graph(
-                PrefixGraph(generator, stages),
-                example,
-                Path(directory) / "prefix.onnx",
-                input_name="wp",
-                output_name=[name for stage in names[1:] for name in stage],
-                settings=settings,
-                meta=common,
-            )
-        )
-    for entry in range(1, len(stages)):
-        if only not in (None, f"suffix_{entry}"):
+    for index, name in enumerate(names):
+        if only not in (None, name):
             continue
+        if name == "scorer":
+            module, example_in, input_name, output_name = (
+                ScorerGraph(scoring_pass), images, "images", "scores"
+            )  # fmt: skip
+        else:
+            module = StageGraph(generator, stages, index)
+            example_in = (*states[index], example)
+            input_name = [*inputs[index], "wp"]
+            output_name = inputs[index + 1] if index + 1 < len(stages) else ["images"]
         graphs.append(
             export_graph(
-                SuffixGraph(scoring_pass, stages, entry),
-                (*states[entry], example),
-                Path(directory) / f"suffix_{entry}.onnx",
-                input_name=[*names[entry], "wp"],
-                output_name="scores",
+                module,
+                example_in,
+                Path(directory) / f"{name}.onnx",
+                input_name=input_name,
+                output_name=output_name,
                 settings=settings,
                 meta=common,
             )
         )
-    if not graphs:
-        raise ExportError(f"unknown staged graph '{only}'; choose prefix or suffix_1 .. "
-                          f"suffix_{len(stages) - 1}")  # fmt: skip
     return graphs

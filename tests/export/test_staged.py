@@ -42,7 +42,6 @@ def test_ort_prefix_reuse_matches_torch_eager(models, request, tmp_path):
         wp = torch_session.geometry.truncate(torch_session.map(z))  # [5, L, D]
         direction = _directions(generator.num_layers, generator.w_dim)
         # all layers, the first and the last: entry 0 (the fused graph) and the last entry stage
-        # (whose suffix alone is exported: exports are what makes this test slow)
         sets = layer_sets_all_and_each(generator.num_layers)[[0, 1, generator.num_layers]]
         entries = set(reuse.entries(sets).tolist()) - {0}
         assert entries  # some sets branch from a later stage
@@ -51,8 +50,9 @@ def test_ort_prefix_reuse_matches_torch_eager(models, request, tmp_path):
         assert fast.shape == eager.shape == (1, len(sets), 5, len(ort.semantic_names))
         assert relative_error(fast, eager) < PARITY_RTOL
         assert np.abs(eager[:, 1:] - eager[:, :1]).max() > 0  # the sets do differ
-    exported = {p.stem for p in graphs.directory.glob("*.onnx")}  # only what was needed
-    assert exported == {"fused", "mapping", "prefix", *(f"suffix_{e}" for e in entries)}
+        count = len(reuse.stage_layers)
+    exported = {p.stem for p in graphs.directory.glob("*.onnx")}  # one graph per stage + scorer
+    assert exported == {"fused", "mapping", "scorer", *(f"stage_{e}" for e in range(count))}
 
 
 def test_staged_graphs_need_stages(tmp_path):
@@ -64,3 +64,15 @@ def test_staged_graphs_need_stages(tmp_path):
     assert not GraphFiles.cached(generator, [reader], tmp_path).staged
     with pytest.raises(ExportError, match="no synthesis stages"):
         export_onnx(generator, [reader], tmp_path, parts=("staged",))
+
+
+def test_an_older_exports_prefix_and_suffix_files_are_ignored(synthetic, tmp_path):
+    """Before stage_<e> + scorer, the staged part was prefix.onnx + suffix_<e>.onnx: a directory
+    holding only those offers no staged graphs (the cache exports the new ones on use)."""
+    generator, predictor = synthetic
+    for name in ("prefix", "suffix_1"):
+        (tmp_path / f"{name}.onnx").write_bytes(b"old")
+        (tmp_path / f"{name}.json").write_text("{}")
+    assert not GraphFiles.given(tmp_path, generator, [predictor]).staged
+    with pytest.raises(ExportError, match="holds no stage_0.onnx"):
+        GraphFiles.given(tmp_path, generator, [predictor]).graph("stage_0")
