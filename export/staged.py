@@ -97,10 +97,10 @@ def export_staged(
     for index, name in enumerate(names):
         if only not in (None, name):
             continue
+        module: nn.Module
         if name == "scorer":
-            module, example_in, input_name, output_name = (
-                ScorerGraph(scoring_pass), images, "images", "scores"
-            )  # fmt: skip
+            module, example_in = ScorerGraph(scoring_pass), images
+            input_name, output_name = "images", "scores"
         else:
             module = StageGraph(generator, stages, index)
             example_in = (*states[index], example)
