@@ -53,6 +53,16 @@ def test_ort_prefix_reuse_matches_torch_eager(models, request, tmp_path):
         count = len(reuse.stage_layers)
     exported = {p.stem for p in graphs.directory.glob("*.onnx")}  # one graph per stage + scorer
     assert exported == {"fused", "mapping", "scorer", *(f"stage_{e}" for e in range(count))}
+    # a corrupt stage is exported again, alone; a stage from another layout is refused
+    stage, other = graphs.directory / "stage_1.onnx", graphs.directory / "stage_0.onnx"
+    untouched = other.stat().st_mtime_ns
+    stage.write_bytes(stage.read_bytes()[:100])
+    assert graphs.graph("stage_1").path == stage  # checked: it hashes to its sidecar again
+    assert stage.stat().st_size > 100 and other.stat().st_mtime_ns == untouched
+    side = other.with_suffix(".json")
+    side.write_text(side.read_text().replace('"stage_layers"', '"stage_layers": [], "was"'))
+    with pytest.raises(ExportError, match="splits synthesis otherwise"):
+        OrtSession(graphs, geometry, names, device=torch.device("cpu")).prefix_reuse()
 
 
 def test_staged_graphs_need_stages(tmp_path):
