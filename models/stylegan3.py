@@ -186,8 +186,8 @@ def upfirdn2d(
         height, width = x.shape[2], x.shape[3]
         x = x[:, :, -min(py0, 0) : height + min(py1, 0), -min(px0, 0) : width + min(px1, 0)]
     if f is None:
-        x = x * gain if gain != 1 else x
-        return x[:, :, ::down, ::down] if down > 1 else x
+        x = x[:, :, ::down, ::down] if down > 1 else x
+        return x * gain if gain != 1 else x
     f = (f * gain ** (f.ndim / 2)).to(x.dtype).flip(list(range(f.ndim)))  # convolution, not corr.
     if f.ndim == 2:
         kernel = f[None, None].expand(channels, 1, *f.shape).contiguous()  # [C, 1, K, K]
@@ -250,6 +250,7 @@ def filtered_lrelu(
     """NVlabs' `_filtered_lrelu_ref`: bias, upsample by `fu`, leaky ReLU * gain, clamp, downsample.
 
     x [B, C, H, W] -> [B, C, H', W'] with H' = (H*up + py0 + py1 - (|fu|-1) - (|fd|-1)) // down.
+    Bound by a test to those reference ops in that order.
     """
     channels = x.shape[1]
     x = x + b.view(1, -1, 1, 1)
@@ -262,11 +263,11 @@ def filtered_lrelu(
         x = upfirdn2d(x, fu, up=up, padding=padding, gain=up**2)
     if slope != 1:
         x = F.leaky_relu(x, slope)
-    if gain != 1:
-        x = x * gain
+    # clamp(g * y, c) = g * clamp(y, c / g), and the gain g rides in the down filter: one pass
+    # less over the largest (upsampled) tensor
     if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    x = upfirdn2d(x, fd, down=down)
+        x = x.clamp(-clamp / gain, clamp / gain)
+    x = upfirdn2d(x, fd, down=down, gain=gain)
     return x[:, :channels] if extra else x
 
 
