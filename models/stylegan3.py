@@ -16,7 +16,9 @@ exportable graph: the modulated convolution scales the input and the output inst
 per-sample weights for a grouped convolution (the same linear map), and the style pre-normalization
 is per sample (NVlabs normalizes over the whole batch; demodulation cancels that scale up to its
 1e-8 epsilon). The separable upsampling runs polyphase (`upsample_separable`, bound by a test to
-the zero-insertion reference `upfirdn2d`). Parameter names are NVlabs' `Generator.state_dict()`
+the zero-insertion reference `upfirdn2d`); the filtered leaky ReLU filters channel counts padded
+with zeros to a multiple of 16 (see `_CHANNEL_BLOCK`; bound by a test to the reference ops).
+Parameter names are NVlabs' `Generator.state_dict()`
 keys, so a pickle's state dict loads with strict=True. The network always runs in float32
 (NVlabs' fp16 layers are a CUDA speed-up; `num_fp16_res` is accepted and ignored).
 """
