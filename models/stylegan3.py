@@ -16,7 +16,9 @@ exportable graph: the modulated convolution scales the input and the output inst
 per-sample weights for a grouped convolution (the same linear map), and the style pre-normalization
 is per sample (NVlabs normalizes over the whole batch; demodulation cancels that scale up to its
 1e-8 epsilon). The separable upsampling runs polyphase (`upsample_separable`, bound by a test to
-the zero-insertion reference `upfirdn2d`). Parameter names are NVlabs' `Generator.state_dict()`
+the zero-insertion reference `upfirdn2d`); the filtered leaky ReLU filters channel counts padded
+with zeros to a multiple of 16 (see `_CHANNEL_BLOCK`; bound by a test to the reference ops).
+Parameter names are NVlabs' `Generator.state_dict()`
 keys, so a pickle's state dict loads with strict=True. The network always runs in float32
 (NVlabs' fp16 layers are a CUDA speed-up; `num_fp16_res` is accepted and ignored).
 """
@@ -48,6 +50,11 @@ _WHAT = "StyleGAN3 generator"
 _IGNORED_KWARGS = ("num_fp16_res", "magnitude_ema_beta")
 _MAPPING_KWARGS = {"num_layers": "mapping_layers", "lr_multiplier": "mapping_lr_multiplier"}
 _IGNORED_MAPPING_KWARGS = ("w_avg_beta",)
+# The filtered leaky ReLU filters channel counts padded with zeros to a multiple of this: ONNX
+# Runtime's CPU depthwise convolutions take their fast (NCHWc) path only for a multiple of its
+# block (8 with AVX2, 16 with AVX-512); config R's 12x12 filter on 362 channels ran 3x slower
+# than on 368 (bench/RESULTS.md, StyleGAN3 config R). Torch's speed does not depend on it.
+_CHANNEL_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -175,10 +182,14 @@ def upfirdn2d(
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(batch, channels, height * up, width * up)  # [B, C, H*up, W*up]
     px0, px1, py0, py1 = padding
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
+    if any(p > 0 for p in padding):  # a Pad node copies the tensor even when it pads nothing
+        x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    if any(p < 0 for p in padding):  # negative padding crops
+        height, width = x.shape[2], x.shape[3]
+        x = x[:, :, -min(py0, 0) : height + min(py1, 0), -min(px0, 0) : width + min(px1, 0)]
     if f is None:
-        return (x * gain if gain != 1 else x)[:, :, ::down, ::down]
+        x = x[:, :, ::down, ::down] if down > 1 else x
+        return x * gain if gain != 1 else x
     f = (f * gain ** (f.ndim / 2)).to(x.dtype).flip(list(range(f.ndim)))  # convolution, not corr.
     if f.ndim == 2:
         kernel = f[None, None].expand(channels, 1, *f.shape).contiguous()  # [C, 1, K, K]
@@ -195,7 +206,9 @@ def upsample_separable(
 
     Fast path: each axis is one strided transposed convolution, which skips the products with the
     inserted zeros instead of computing them (the same sums), then the padding of the reference
-    becomes a shift of that full convolution. x [B, C, H, W] -> [B, C, H', W'].
+    becomes a shift of that full convolution: its symmetric part a crop inside the transposed
+    convolution, the rest a pad or a narrow (each left out when it does nothing: an exported Pad
+    or Slice copies the tensor). x [B, C, H, W] -> [B, C, H', W'].
     """
     channels, taps = x.shape[1], f.shape[0]
     kernel = (f * gain**0.5).to(x.dtype).view(1, 1, 1, taps).expand(channels, 1, 1, taps)
@@ -203,16 +216,23 @@ def upsample_separable(
     px0, px1, py0, py1 = padding
     for axis, (pad_lo, pad_hi) in ((3, (px0, px1)), (2, (py0, py1))):
         length = x.shape[axis]
-        if axis == 3:
-            x = F.conv_transpose2d(x, kernel, stride=(1, up), groups=channels)
-        else:
-            x = F.conv_transpose2d(x, kernel.transpose(2, 3), stride=(up, 1), groups=channels)
         # Reference sample i is sample i + (taps - 1 - pad_lo) of the full convolution.
         start = taps - 1 - pad_lo
         end = length * up + pad_hi  # exclusive; the full convolution has (length-1)*up + taps
         full = (length - 1) * up + taps
+        crop = max(min(start, full - end), 0)  # cut from both ends by the transposed conv
+        start, end, full = start - crop, end - crop, full - 2 * crop
+        if axis == 3:
+            x = F.conv_transpose2d(x, kernel, stride=(1, up), padding=(0, crop), groups=channels)
+        else:
+            x = F.conv_transpose2d(
+                x, kernel.transpose(2, 3), stride=(up, 1), padding=(crop, 0), groups=channels
+            )
         pads = [0, 0] * (3 - axis) + [max(-start, 0), max(end - full, 0)]
-        x = F.pad(x, pads).narrow(axis, max(start, 0), end - start)
+        if any(pads):
+            x = F.pad(x, pads)
+        if max(start, 0) > 0 or end - start < x.shape[axis]:
+            x = x.narrow(axis, max(start, 0), end - start)
     return x
 
 
@@ -232,19 +252,25 @@ def filtered_lrelu(
     """NVlabs' `_filtered_lrelu_ref`: bias, upsample by `fu`, leaky ReLU * gain, clamp, downsample.
 
     x [B, C, H, W] -> [B, C, H', W'] with H' = (H*up + py0 + py1 - (|fu|-1) - (|fd|-1)) // down.
+    Bound by a test to those reference ops in that order.
     """
+    channels = x.shape[1]
     x = x + b.view(1, -1, 1, 1)
+    extra = -channels % _CHANNEL_BLOCK if fu is not None or fd is not None else 0
+    if extra:  # zero channels, dropped at the end (see _CHANNEL_BLOCK)
+        x = F.pad(x, [0, 0, 0, 0, 0, extra])
     if fu is not None and fu.ndim == 1 and up > 1:
         x = upsample_separable(x, fu, up=up, padding=padding, gain=up**2)
     else:
         x = upfirdn2d(x, fu, up=up, padding=padding, gain=up**2)
     if slope != 1:
         x = F.leaky_relu(x, slope)
-    if gain != 1:
-        x = x * gain
+    # clamp(g * y, c) = g * clamp(y, c / g), and the gain g rides in the down filter: one pass
+    # less over the largest (upsampled) tensor
     if clamp is not None:
-        x = x.clamp(-clamp, clamp)
-    return upfirdn2d(x, fd, down=down)
+        x = x.clamp(-clamp / gain, clamp / gain)
+    x = upfirdn2d(x, fd, down=down, gain=gain)
+    return x[:, :channels] if extra else x
 
 
 def modulated_conv2d(

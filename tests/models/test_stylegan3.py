@@ -26,6 +26,7 @@ from rescore.models.stylegan3 import (
     StyleGAN3Config,
     StyleGAN3Generator,
     config_from_init_kwargs,
+    filtered_lrelu,
     from_nvlabs,
     modulated_conv2d,
     nvlabs_init_kwargs,
@@ -145,6 +146,25 @@ def test_polyphase_upsampling_equals_zero_insertion_then_filtering(up: int, padd
     f = torch.rand(6 * up, generator=generator) / up
     expected = upfirdn2d(x, f, up=up, padding=padding, gain=up**2)
     actual = upsample_separable(x, f, up=up, padding=padding, gain=up**2)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [5, 16])
+@pytest.mark.parametrize("radial", [False, True])
+def test_filtered_lrelu_equals_the_reference_ops_in_sequence(channels: int, radial: bool) -> None:
+    # filtered_lrelu pads the channels to a multiple of 16 and takes the polyphase upsampling
+    generator = torch.Generator().manual_seed(channels)
+    x = torch.randn(2, channels, 9, 8, generator=generator)
+    bias = torch.randn(channels, generator=generator)
+    fu = torch.rand(12, generator=generator) / 2
+    fd = torch.rand(*([12, 12] if radial else [12]), generator=generator) / 12
+    padding = (11, 10, 9, 12)
+    expected = upfirdn2d(x + bias.view(1, -1, 1, 1), fu, up=2, padding=padding, gain=4)
+    expected = upfirdn2d((F.leaky_relu(expected, 0.2) * 1.5).clamp(-1, 1), fd, down=2)
+    actual = filtered_lrelu(
+        x, fu, fd, bias, up=2, down=2, padding=padding, gain=1.5, slope=0.2, clamp=1.0
+    )
+    assert actual.shape == (2, channels, 9, 8)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
