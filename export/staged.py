@@ -8,10 +8,10 @@ prefix(wp) chains stage_0 .. stage_{S-2}, keeping each state; suffix(e, state, w
 stage_e .. stage_{S-1} and the scorer (`rescore.export.ort.OrtPrefixReuse`). Each weight is
 exported once, so the graphs together weigh about one synthesis plus one set of predictors and
 cost about one fused export. Every sidecar records which code layers each stage consumes
-(`stage_layers`), how many tensors each stage's input state holds (`state_sizes`) and the
-semantic names, so a session reads them from whichever graph it opens first, without the
-generator. Built from the same `synthesis_stages()` as the torch path (`rescore.export.prefix`);
-parity: tests/export/test_staged.py.
+(`stage_layers`) and the semantic names, so a session reads them from whichever graph it opens
+first, without the generator (each graph's input names give its state's tensors). Built from
+the same `synthesis_stages()` as the torch path (`rescore.export.prefix`); parity:
+tests/export/test_staged.py.
 """
 
 from __future__ import annotations
@@ -91,7 +91,6 @@ def export_staged(
         **(meta or {}),
         "semantic_names": list(scoring_pass.semantic_names),
         "stage_layers": [list(stage.layers) for stage in stages],
-        "state_sizes": [len(state) for state in states],
     }
     graphs = []
     for index, name in enumerate(names):
