@@ -282,3 +282,31 @@ def _numba_fma_peak(threads: int, repeats: int) -> tuple[Rate, Rate]:
     flops = iterations * 2.0 * lanes * chains * threads
     how = f"numba fallback (no gcc), {threads} threads x {chains} x {lanes} fp32 FMA chains"
     return Rate(flops / seconds, how), Rate(flops / cpu, how + ", per CPU-second")
+
+
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, TFLOP/s, matched against
+# `torch.cuda.get_device_name()` in this order (the first substring found wins). The datasheets
+# quote the sparse figure; dense is half of it. A GPU not listed needs --bf16-peak-tflops.
+GPU_BF16_DENSE_TFLOPS = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.5),
+    ("H200 NVL", 835.5),
+    ("H100", 989.5),  # SXM5 ("NVIDIA H100 80GB HBM3")
+    ("H200", 989.5),  # SXM
+    ("A100", 312.0),
+    ("L40S", 366.0),
+    ("L4", 121.0),
+)
+
+
+def gpu_bf16_peak(device_name: str, override_tflops: float | None = None) -> Rate | None:
+    """The GPU's dense bf16 tensor-core peak: the user's figure, else the datasheet's, else None.
+
+    A datasheet figure (a property of the chip at its boost clock), not a measurement: a
+    measured bf16 matmul is a library ceiling and is reported apart (`bench_backends.py`)."""
+    if override_tflops is not None:
+        return Rate(override_tflops * 1e12, "given with --bf16-peak-tflops")
+    for marker, tflops in GPU_BF16_DENSE_TFLOPS:
+        if marker in device_name:
+            return Rate(tflops * 1e12, f"NVIDIA datasheet, dense bf16, '{marker}'")
+    return None
