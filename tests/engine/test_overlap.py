@@ -3,13 +3,13 @@ byte-identical with and without them; a writer's failure leaves unfinished chunk
 
 import errno
 import itertools
-import os
 import threading
 
 import numpy as np
 import pytest
 import torch
 import zarr
+from faults import fill_disk_after
 
 from rescore.engine.errors import StoreError
 from rescore.engine.overlap import (
@@ -164,18 +164,7 @@ def test_sample_stores_are_byte_identical_with_and_without_overlap(tmp_path):
 def test_a_failing_writer_thread_stops_the_run_with_unfinished_chunks_pending(
     tmp_path, monkeypatch
 ):
-    from zarr.storage import LocalStore
-
-    original, count = LocalStore.set, {"w": 0}
-
-    async def full_after_a_while(self, key, value):
-        if key.startswith("w/c/"):  # two chunks of w fit, then the disk is full
-            count["w"] += 1
-            if count["w"] > 2:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
-        return await original(self, key, value)
-
-    monkeypatch.setattr(LocalStore, "set", full_after_a_while)
+    fill_disk_after(monkeypatch, "w", 2)  # two chunks of w fit, then the disk is full
     with pytest.raises(StoreError, match="free disk space"):
         _sample(tmp_path / "full.zarr", True)
     monkeypatch.undo()
@@ -190,21 +179,13 @@ def test_a_failing_writer_thread_stops_the_run_with_unfinished_chunks_pending(
 
 def test_cli_overlap_flags_a_full_disk_is_one_line_and_either_mode_resumes(tmp_path, monkeypatch):
     from typer.testing import CliRunner
-    from zarr.storage import LocalStore
 
     from rescore.engine.cli import app
 
     runner = CliRunner()
     toy = ["--generator", "toy_models:build_toy_generator", "-p", "toy_models:build_toy_predictor"]
     args = [*toy, "--backend", "torch", "-n", "40", "--chunk-size", "10", "-q"]
-    original = LocalStore.set
-
-    async def full(self, key, value):
-        if key.startswith("scores/c/2"):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
-        return await original(self, key, value)
-
-    monkeypatch.setattr(LocalStore, "set", full)
+    fill_disk_after(monkeypatch, "scores", 2)  # chunks 0 and 1 of scores fit
     failed = runner.invoke(app, ["sample", "-o", str(tmp_path / "r"), *args, "--overlap"])
     assert failed.exit_code == 2 and failed.stderr.startswith("rescore: error: cannot write")
     assert len(failed.stderr.strip().splitlines()) == 1

@@ -7,7 +7,6 @@ killed writers are cleaned.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from faults import fill_disk_after
 from typer.testing import CliRunner
 
 from rescore.engine.atomic import clean_leftovers, write_text_atomic
@@ -194,19 +194,8 @@ def test_arrays_carry_crc32c_and_the_format_version_is_2(tmp_path):
 
 
 def test_a_full_disk_stops_cleanly_and_the_rerun_resumes(tmp_path, monkeypatch):
-    from zarr.storage import LocalStore
-
     args = ["sample", "-o", str(tmp_path / "r"), *TOY, *CPU, "-n", "40", "--chunk-size", "10", "-q"]
-    original, written = LocalStore.set, {"scores": 0}
-
-    async def full_after_a_while(self, key, value):
-        if key.startswith("scores/c/"):  # two chunks of scores fit, then the disk is full
-            written["scores"] += 1
-            if written["scores"] > 2:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
-        return await original(self, key, value)
-
-    monkeypatch.setattr(LocalStore, "set", full_after_a_while)
+    fill_disk_after(monkeypatch, "scores", 2)  # two chunks of scores fit, then the disk is full
     stderr = _fail(args, "No space left on device")
     assert "free disk space and rerun the same command" in stderr
     monkeypatch.undo()
